@@ -1,0 +1,245 @@
+"""The ``omop-etl`` command line.
+
+    omop-etl vocab load [FOLDER] [--warehouse TARGET]
+    omop-etl run --site NAME --input DIR [--warehouse TARGET] [--batch-id ID] [--batch-date D]
+    omop-etl spec check NAME
+    omop-etl demo [--warehouse TARGET]
+
+TARGET is a DuckDB file (default: $OMOP_ETL_WAREHOUSE, else ./warehouse.duckdb).
+Every failure is one message on stderr and exit status 2; set OMOP_ETL_DEBUG=1
+to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from omop_etl import settings
+from omop_etl.errors import EtlError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        args.handler(args)
+    except EtlError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one clear line by default
+        if os.environ.get("OMOP_ETL_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            "(set OMOP_ETL_DEBUG=1 to see the traceback)",
+            highlight=False,
+        )
+        return 2
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omop-etl", description="Hospital EHR exports -> OHDSI OMOP CDM v5.4."
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    warehouse_help = (
+        "DuckDB file or postgresql:// URL "
+        f"(default: $OMOP_ETL_WAREHOUSE, else ./{settings.DEFAULT_WAREHOUSE_FILE})"
+    )
+
+    vocab = sub.add_parser("vocab", help="vocabulary commands").add_subparsers(metavar="ACTION")
+    load = vocab.add_parser("load", help="load an Athena vocabulary download folder")
+    load.add_argument(
+        "folder", nargs="?", type=Path, help="Athena folder (default: the bundled demo vocabulary)"
+    )
+    load.add_argument("--warehouse", help=warehouse_help)
+    load.set_defaults(handler=cmd_vocab_load)
+
+    run = sub.add_parser("run", help="run one site's export batch end to end")
+    run.add_argument("--site", required=True, help="a spec name under mappings/sites/")
+    run.add_argument("--input", required=True, type=Path, help="the export folder of the batch")
+    run.add_argument("--warehouse", help=warehouse_help)
+    run.add_argument("--batch-id", help="batch id (default: the export folder's name)")
+    run.add_argument(
+        "--batch-date",
+        type=date.fromisoformat,
+        help="logical date of the batch, YYYY-MM-DD (default: newest date in the data)",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    spec = sub.add_parser("spec", help="site spec commands").add_subparsers(metavar="ACTION")
+    check = spec.add_parser("check", help="validate a site spec")
+    check.add_argument("name", help="a spec name under mappings/sites/, or a path to a YAML file")
+    check.set_defaults(handler=cmd_spec_check)
+
+    demo = sub.add_parser("demo", help="load the demo vocabulary and run the Synthea sample")
+    demo.add_argument("--warehouse", help=warehouse_help)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+@contextmanager
+def _status(title: str) -> Iterator[callable]:
+    with console.status(title) as status:
+
+        def update(message: str) -> None:
+            status.update(f"{title}: {message}")
+
+        yield update
+
+
+def cmd_vocab_load(args: argparse.Namespace) -> None:
+    from omop_etl.warehouse import parse_target
+
+    target = parse_target(args.warehouse)
+    counts = _load_vocabulary(target, args.folder)
+    table = Table(title=f"Vocabulary loaded into {target} (schema {settings.VOCAB_SCHEMA})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+
+
+def _load_vocabulary(target, folder: Path | None) -> dict[str, int]:
+    from omop_etl import vocabulary
+    from omop_etl.warehouse import connect
+
+    demo = folder is None
+    folder = folder or settings.demo_vocabulary_dir()
+    con = connect(target)
+    try:
+        with _status(f"Loading vocabulary from {folder}") as update:
+            counts = vocabulary.load_vocabulary(
+                con,
+                folder,
+                settings.VOCAB_SCHEMA,
+                supplement=settings.vocabulary_supplement_dir() if demo else None,
+                progress=lambda name, n: update(f"{name} ({n:,} rows)"),
+            )
+            maps = sorted(settings.codemaps_dir().glob("**/*.csv"))
+            if maps:
+                update(f"{len(maps)} local code map(s)")
+                vocabulary.load_code_maps(con, maps, settings.VOCAB_SCHEMA)
+                counts["source_to_concept_map"] = con.execute(
+                    f'select count(*) from "{settings.VOCAB_SCHEMA}".source_to_concept_map'
+                ).fetchall()[0][0]
+    finally:
+        con.close()
+    return counts
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from omop_etl.pipeline import run_site
+    from omop_etl.warehouse import parse_target
+
+    target = parse_target(args.warehouse)
+    with _status(f"Site {args.site}") as update:
+        summary = run_site(
+            args.site,
+            args.input,
+            target,
+            batch_id=args.batch_id,
+            batch_date=args.batch_date,
+            progress=update,
+        )
+    print_summary(summary)
+
+
+def cmd_spec_check(args: argparse.Namespace) -> None:
+    from omop_etl.spec import load_spec
+
+    spec = load_spec(args.name)
+    used = [f for f in spec.files if not f.skip]
+    console.print(
+        f"[green]ok[/] spec {spec.site} ({spec.path}): {len(used)} file(s) mapped, "
+        f"{len(spec.files) - len(used)} skipped, id block {spec.id_block}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from omop_etl.pipeline import run_demo_site
+    from omop_etl.warehouse import parse_target
+
+    target = parse_target(args.warehouse)
+    console.rule("[bold]omop-etl demo: Synthea sample -> OMOP CDM v5.4")
+    counts = _load_vocabulary(target, None)
+    console.print(
+        f"Vocabulary: {counts.get('concept', 0):,} concepts (bundled demo subset) "
+        f"in schema {settings.VOCAB_SCHEMA}"
+    )
+    with _status("Site synthea") as update:
+        summary = run_demo_site(target, progress=update)
+    print_summary(summary)
+    console.print(
+        f"\n[bold]Built:[/] an OMOP CDM v5.4 of {summary.rows.get('person', 0):,} synthetic "
+        f"patients in [cyan]{Path(str(target)).resolve()}[/], schema [cyan]{summary.cdm_schema}"
+        "[/] (vocabulary in [cyan]vocab[/], staging, rejects and reconciliation in "
+        f"[cyan]stage_{summary.site}[/]).\n"
+        f"Look at it: [bold]duckdb {target}[/] or python -c \"import duckdb; "
+        f"print(duckdb.connect('{target}').sql('select * from {summary.cdm_schema}.person "
+        "limit 5'))\""
+    )
+
+
+def print_summary(summary) -> None:
+    """Rows per CDM table, what became of each source file, rejects by rule."""
+    rows = Table(title=f"{summary.cdm_schema}: rows per CDM table (batch {summary.batch_id})")
+    rows.add_column("CDM table")
+    rows.add_column("rows", justify="right")
+    for name, n in summary.rows.items():
+        if n:
+            rows.add_row(name, f"{n:,}")
+    empty = [name for name, n in summary.rows.items() if not n]
+    console.print(rows)
+    if empty:
+        console.print(f"[dim]empty: {', '.join(empty)}[/]")
+    files = Table(title="Source files: read = loaded + rejected + filtered")
+    for col in ("file", "target", "read", "loaded", "rejected", "filtered"):
+        files.add_column(col, justify="left" if col in ("file", "target") else "right")
+    for f in summary.files:
+        files.add_row(
+            Path(f.path).name,
+            f.target or f"[dim]{f.note}[/]",
+            f"{f.rows_read:,}",
+            f"{f.rows_loaded:,}",
+            f"{f.rows_rejected:,}",
+            f"{f.rows_filtered:,}",
+        )
+    console.print(files)
+    if summary.rejects_by_rule:
+        rejects = Table(title="Rejects by rule")
+        rejects.add_column("rule")
+        rejects.add_column("rows", justify="right")
+        for rule, n in summary.rejects_by_rule.items():
+            rejects.add_row(rule, f"{n:,}")
+        console.print(rejects)
+    console.print(
+        f"Site [bold]{summary.site}[/]: {summary.rows_read:,} source rows -> "
+        f"{sum(summary.rows.values()):,} CDM rows in {summary.seconds:.1f} s, "
+        f"warehouse {summary.warehouse}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,443 @@
+"""Extraction: a site's export folder -> canonical staging tables.
+
+For every file of the spec, one set-based DuckDB statement reads the file,
+converts each mapped column to its staging type and records, per row, the
+first rule the row breaks (``reject``). Rows are never dropped here: rejected
+and filtered rows stay in staging with their rule, and the reconciliation
+counts them. Only when a file has rejects is it read a second time, to find
+their record numbers and raw values for the rejects table.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from omop_etl.errors import EtlError
+from omop_etl.spec import ColumnRule, FileSpec, SiteSpec
+from omop_etl.sql import Ident, literal, quote_ident, render
+from omop_etl.staging import SQL_TYPES, TARGETS, staging_ddl
+
+REJECTS_DDL = """
+create table if not exists {stage}.rejects (
+    batch_id varchar, source_file varchar, file_path varchar, record_no bigint,
+    "column" varchar, rule varchar, raw_value varchar
+)"""
+
+RECONCILIATION_DDL = """
+create table if not exists {stage}.reconciliation (
+    batch_id varchar, source_file varchar, file_path varchar, target varchar,
+    rows_read bigint, rows_loaded bigint, rows_rejected bigint, rows_filtered bigint,
+    note varchar
+)"""
+
+
+@dataclass
+class FileResult:
+    """What became of one source file."""
+
+    source_file: str
+    path: str
+    target: str | None
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_filtered: int = 0
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One row rule: ``condition`` true means the row breaks ``rule`` on ``column``."""
+
+    condition: str
+    rule: str
+    column: str
+    raw: str
+
+
+def find_files(input_dir: Path, spec: SiteSpec) -> dict[str, list[Path]]:
+    """Match every spec file pattern in the export folder; missing required files fail."""
+    if not input_dir.is_dir():
+        raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
+    found: dict[str, list[Path]] = {}
+    missing = []
+    for fs in spec.files:
+        paths = sorted(Path(p) for p in glob.glob(str(input_dir / fs.pattern)))
+        if not paths and fs.required and not fs.skip:
+            missing.append(f"{fs.name} ({fs.pattern})")
+        found[fs.name] = paths
+    if missing:
+        raise EtlError(
+            f"site {spec.site}: export folder {input_dir} lacks required file(s): "
+            + ", ".join(missing)
+        )
+    return found
+
+
+def read_header(path: Path, fs: FileSpec) -> list[str]:
+    """The column names in the first record of a delimited file."""
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20)
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EtlError(f"{path.name}: line 1: header is not valid {fs.read['encoding']}") from exc
+    quote = fs.read["quote"] or None
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=fs.read["delimiter"],
+        quotechar=quote or '"',
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+    )
+    header = next(reader, [])
+    if not header or not any(h.strip() for h in header):
+        raise EtlError(f"{path.name}: line 1: empty header")
+    return header
+
+
+def _read_csv_sql(path: Path, fs: FileSpec, header: list[str], rejects: str) -> str:
+    columns = ", ".join(f"{literal(h)}: 'VARCHAR'" for h in header)
+    opts = fs.read
+    nulls = ", ".join(literal(str(v)) for v in opts["null_values"])
+    return (
+        f"read_csv({literal(str(path))}, header = {str(opts['header']).lower()}, "
+        f"auto_detect = false, columns = {{{columns}}}, delim = {literal(opts['delimiter'])}, "
+        f"quote = {literal(opts['quote'])}, escape = {literal(opts['escape'])}, "
+        f"nullstr = [{nulls}], strict_mode = true, store_rejects = true, "
+        f"rejects_table = {literal(rejects + '_errors')}, "
+        f"rejects_scan = {literal(rejects + '_scans')})"
+    )
+
+
+def _convert(expr: str, ftype: str, fmt: str | None, fs: FileSpec) -> str:
+    """SQL that turns a VARCHAR expression into the staging type (NULL when unparsable)."""
+    if ftype == "text":
+        return expr
+    if ftype in ("int", "double"):
+        return f"try_cast({expr} as {SQL_TYPES[ftype]})"
+    pattern = {"date": fs.read["date_format"], "datetime": fs.read["datetime_format"]}.get(
+        fmt or "", fmt
+    )
+    if pattern is None:
+        pattern = fs.read["datetime_format"] if ftype == "timestamp" else fs.read["date_format"]
+    parsed = f"try_strptime({expr}, {literal(pattern)})"
+    return f"cast({parsed} as {SQL_TYPES[ftype]})"
+
+
+def _rule_sql(rule: ColumnRule, ftype: str, fs: FileSpec, spec: SiteSpec) -> tuple[str, str]:
+    """(typed expression, raw VARCHAR expression) for one staging field."""
+    if rule.const is not None:
+        value = literal(rule.const)
+        return f"cast({value} as {SQL_TYPES[ftype]})", f"cast({value} as varchar)"
+    raw = quote_ident(rule.column) if rule.column else f"({rule.sql})"
+    if rule.map:
+        mapping = spec.value_maps[rule.map]
+        cases = " ".join(f"when {literal(k)} then {literal(v)}" for k, v in mapping.items())
+        default = literal(rule.default) if rule.default is not None else "null"
+        typed = f"cast(case cast({raw} as varchar) {cases} else {default} end as varchar)"
+        return _convert(typed, ftype, None, fs), f"cast({raw} as varchar)"
+    if rule.sql and not rule.format:
+        typed = f"try_cast({raw} as {SQL_TYPES[ftype]})"
+        if rule.default is not None:
+            typed = f"coalesce({typed}, {literal(rule.default)})"
+        return typed, f"cast({raw} as varchar)"
+    typed = _convert(f"cast({raw} as varchar)", ftype, rule.format, fs)
+    if rule.default is not None:
+        typed = f"coalesce({typed}, cast({literal(rule.default)} as {SQL_TYPES[ftype]}))"
+    return typed, f"cast({raw} as varchar)"
+
+
+def _file_select(
+    fs: FileSpec, spec: SiteSpec, source: str, batch_id: str, record_no: bool
+) -> tuple[str, list[_Check]]:
+    """The SELECT that maps one file onto its staging table, plus its row rules."""
+    fields = TARGETS[fs.target]
+    rules = {r.field: r for r in fs.columns}
+    inner = []
+    checks: list[_Check] = []
+    for name, f in fields.items():
+        rule = rules.get(name)
+        if rule is None:
+            inner.append(f"cast(null as {SQL_TYPES[f.type]}) as {quote_ident(name)}")
+            continue
+        typed, raw = _rule_sql(rule, f.type, fs, spec)
+        inner.append(f"{typed} as {quote_ident(name)}")
+        label = rule.column or name
+        if rule.const is None and f.type != "text":
+            inner.append(f"{raw} as {quote_ident('_raw_' + name)}")
+            checks.append(
+                _Check(
+                    f"{quote_ident('_raw_' + name)} is not null and {quote_ident(name)} is null",
+                    f"invalid_{f.type}:{name}",
+                    label,
+                    quote_ident("_raw_" + name),
+                )
+            )
+        if f.required:
+            raw_ref = (
+                quote_ident("_raw_" + name) if f.type != "text" and rule.const is None else "null"
+            )
+            checks.append(_Check(f"{quote_ident(name)} is null", f"missing:{name}", label, raw_ref))
+    if record_no:
+        inner.append("row_number() over () as _record_no")
+    where_filter = ""
+    if fs.filter:
+        inner.append(f"coalesce(({fs.filter.sql}), false) as _keep")
+        where_filter = "_keep"
+    reason = "case " + " ".join(f"when {c.condition} then {literal(c.rule)}" for c in checks)
+    if where_filter:
+        reason += f" when not _keep then {literal('filter:' + fs.filter.rule)}"
+    reason += " end" if checks or where_filter else ""
+    if not checks and not where_filter:
+        reason = "cast(null as varchar)"
+    key_parts = ", ".join(f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields)
+    outer = [
+        f"{literal(batch_id)} as batch_id",
+        f"{literal(fs.name)} as source_file",
+        f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {key_parts})) as row_key",
+        f"{reason} as reject",
+        *(quote_ident(n) for n in fields),
+    ]
+    if record_no:
+        outer += ["_record_no"]
+    select = f"select {', '.join(outer)} from (select {', '.join(inner)} from {source})"
+    return select, checks
+
+
+def extract_site(
+    con: duckdb.DuckDBPyConnection,
+    spec: SiteSpec,
+    input_dir: Path,
+    stage: str,
+    batch_id: str,
+    progress: Any = None,
+) -> list[FileResult]:
+    """Load every file of the export into the staging tables of schema ``stage``.
+
+    Staging tables are emptied first (they hold one batch at a time); rejects
+    and reconciliation rows of this batch are replaced. Returns, per source
+    file, rows read = loaded + rejected + filtered.
+    """
+    stage_sql = quote_ident(stage)
+    con.execute(f"create schema if not exists {stage_sql}")
+    for target in TARGETS:
+        con.execute(f"drop table if exists {stage_sql}.{quote_ident(target)}")
+        con.execute(staging_ddl(stage_sql, target))
+    con.execute(REJECTS_DDL.format(stage=stage_sql))
+    con.execute(RECONCILIATION_DDL.format(stage=stage_sql))
+    for table in ("rejects", "reconciliation"):
+        con.execute(f"delete from {stage_sql}.{table} where batch_id = ?", [batch_id])
+
+    files = find_files(input_dir, spec)
+    staged: list[tuple[FileSpec, Path, list[str], int]] = []
+    results: list[FileResult] = []
+    for fs in spec.files:
+        for path in files[fs.name]:
+            if progress:
+                progress(fs.name, path)
+            if fs.skip:
+                rows = _count_records(con, path, fs)
+                results.append(
+                    FileResult(fs.name, str(path), None, rows, note=f"skipped: {fs.skip}")
+                )
+                continue
+            header, malformed = _stage_file(con, spec, fs, path, stage_sql, batch_id)
+            staged.append((fs, path, header, malformed))
+    con.execute(render(_REFERENTIAL_SQL, {"stage": Ident(stage)}))
+    for fs, path, header, malformed in staged:
+        results.append(_account(con, spec, fs, path, header, malformed, stage_sql, batch_id))
+    return results
+
+
+_REFERENTIAL_SQL = (Path(__file__).with_name("referential.sql")).read_text(encoding="utf-8")
+
+# Rules given by referential.sql, and the staging field each one is about.
+_REFERENTIAL_FIELD = {
+    "unknown_person": "person_source_value",
+    "unknown_visit": "visit_source_value",
+    "duplicate:person": "person_source_value",
+    "duplicate:visit": "visit_source_value",
+    "duplicate:care_site": "care_site_source_value",
+    "duplicate:provider": "provider_source_value",
+    "duplicate:event": None,
+}
+
+
+def _count_records(con: duckdb.DuckDBPyConnection, path: Path, fs: FileSpec) -> int:
+    header = read_header(path, fs)
+    source = _read_csv_sql(path, fs, header, "skipped_file")
+    try:
+        return con.execute(f"select count(*) from {source}").fetchall()[0][0]
+    except duckdb.Error as exc:
+        raise EtlError(f"{path.name}: cannot be read: {_first_line(exc)}") from exc
+    finally:
+        _drop_parser_rejects(con, "skipped_file")
+
+
+def _stage_file(
+    con: duckdb.DuckDBPyConnection,
+    spec: SiteSpec,
+    fs: FileSpec,
+    path: Path,
+    stage_sql: str,
+    batch_id: str,
+) -> tuple[list[str], int]:
+    """First read: every record into staging. Returns the header and malformed-row count."""
+    header = read_header(path, fs)
+    used = {r.column for r in fs.columns if r.column}
+    absent = sorted(used - set(header))
+    if absent:
+        raise EtlError(
+            f"site {spec.site}, file {path.name}: column(s) {', '.join(absent)} named in "
+            f"the spec ({fs.name}) are not in the header (line 1)"
+        )
+    tag = f"rej_{fs.name}"
+    source = _read_csv_sql(path, fs, header, tag)
+    select, _ = _file_select(fs, spec, source, batch_id, record_no=False)
+    table = f"{stage_sql}.{quote_ident(fs.target)}"
+    try:
+        con.execute(f"insert into {table} by name {select}")
+    except duckdb.Error as exc:
+        _drop_parser_rejects(con, tag)
+        raise EtlError(
+            f"site {spec.site}, file {path.name} ({fs.name}): {_first_line(exc)}"
+        ) from exc
+    return header, _malformed_rows(con, tag, stage_sql, batch_id, fs.name, path)
+
+
+def _account(
+    con: duckdb.DuckDBPyConnection,
+    spec: SiteSpec,
+    fs: FileSpec,
+    path: Path,
+    header: list[str],
+    malformed: int,
+    stage_sql: str,
+    batch_id: str,
+) -> FileResult:
+    """Count what became of a file's rows; record its rejects with their record numbers."""
+    table = f"{stage_sql}.{quote_ident(fs.target)}"
+    loaded, rejected, filtered = con.execute(
+        f"select count(*) filter (where reject is null), "
+        f"count(*) filter (where reject not like 'filter:%'), "
+        f"count(*) filter (where reject like 'filter:%') "
+        f"from {table} where source_file = ? and batch_id = ?",
+        [fs.name, batch_id],
+    ).fetchall()[0]
+    if rejected:
+        _record_rejects(con, spec, fs, path, header, stage_sql, batch_id)
+    return FileResult(
+        fs.name,
+        str(path),
+        fs.target,
+        rows_read=loaded + rejected + filtered + malformed,
+        rows_loaded=loaded,
+        rows_rejected=rejected + malformed,
+        rows_filtered=filtered,
+    )
+
+
+def _malformed_rows(
+    con: duckdb.DuckDBPyConnection, tag: str, stage_sql: str, batch_id: str, name: str, path: Path
+) -> int:
+    """Copy rows the CSV parser itself refused (wrong field count, bad quoting) to rejects."""
+    errors = quote_ident(tag + "_errors")
+    con.execute(
+        f"insert into {stage_sql}.rejects select ?, ?, ?, line, column_name, "
+        f"'malformed_row:' || lower(error_type), csv_line from {errors}",
+        [batch_id, name, str(path)],
+    )
+    count = con.execute(f"select count(*) from {errors}").fetchall()[0][0]
+    _drop_parser_rejects(con, tag)
+    return count
+
+
+def _drop_parser_rejects(con: duckdb.DuckDBPyConnection, tag: str) -> None:
+    con.execute(f"drop table if exists {quote_ident(tag + '_errors')}")
+    con.execute(f"drop table if exists {quote_ident(tag + '_scans')}")
+
+
+def _record_rejects(
+    con: duckdb.DuckDBPyConnection,
+    spec: SiteSpec,
+    fs: FileSpec,
+    path: Path,
+    header: list[str],
+    stage_sql: str,
+    batch_id: str,
+) -> None:
+    """Second read of a file with rejects: their record numbers, columns and raw values.
+
+    Staging says which rows were rejected and why (by content hash); this read
+    numbers the records in file order and matches them. Where several records share
+    a hash (exact duplicates), the later records carry the rejects.
+    """
+    tag = f"rej2_{fs.name}"
+    source = _read_csv_sql(path, fs, header, tag)
+    select, checks = _file_select(fs, spec, source, batch_id, record_no=True)
+    labels = {r.field: r.column or r.field for r in fs.columns}
+    column_case = " ".join(f"when {c.condition} then {literal(c.column)}" for c in checks)
+    raw_case = " ".join(f"when {c.condition} then {c.raw}" for c in checks)
+    inner = select.replace(
+        " from (select ",
+        f", case {column_case or 'when false then null'} end as _col, "
+        f"case {raw_case or 'when false then null'} end as _raw from (select ",
+        1,
+    )
+    ref_column = " ".join(
+        f"when {literal(rule)} then {literal(labels.get(field, field) if field else None)}"
+        for rule, field in _REFERENTIAL_FIELD.items()
+        if field is None or field in TARGETS[fs.target]
+    )
+    ref_raw = " ".join(
+        f"when {literal(rule)} then cast(src.{quote_ident(field)} as varchar)"
+        for rule, field in _REFERENTIAL_FIELD.items()
+        if field and field in TARGETS[fs.target]
+    )
+    table = f"{stage_sql}.{quote_ident(fs.target)}"
+    first_line = 2 if fs.read["header"] else 1
+    sql = f"""
+        insert into {stage_sql}.rejects
+        with staged as (
+            select row_key, reject, count(*) as n
+            from {table}
+            where source_file = ? and batch_id = ? and reject not like 'filter:%'
+            group by row_key, reject
+        ),
+        slot as (
+            select *, sum(n) over (partition by row_key order by reject) as upto from staged
+        ),
+        src as (
+            select *, row_number() over (
+                partition by row_key order by _record_no desc
+            ) as from_end
+            from ({inner}) where row_key in (select row_key from staged)
+        )
+        select src.batch_id, src.source_file, ?, src._record_no + {first_line - 1},
+            coalesce(src._col, case slot.reject {ref_column or "when '' then null"} end),
+            slot.reject,
+            coalesce(src._raw, case slot.reject {ref_raw or "when '' then null"} end)
+        from src
+        inner join slot
+            on slot.row_key = src.row_key
+            and src.from_end > slot.upto - slot.n and src.from_end <= slot.upto
+    """
+    con.execute("set preserve_insertion_order = true")
+    try:
+        con.execute(sql, [fs.name, batch_id, str(path)])
+    except duckdb.Error as exc:
+        raise EtlError(f"site {spec.site}, file {path.name}: {_first_line(exc)}") from exc
+    finally:
+        con.execute("set preserve_insertion_order = false")
+        _drop_parser_rejects(con, tag)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,238 @@
+"""One site, one batch, end to end: export folder -> staging -> CDM tables.
+
+The CDM of a site is replaced in one transaction: readers see the old CDM or
+the new one, never a half-built one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from omop_etl import __version__, schema, settings
+from omop_etl.errors import EtlError
+from omop_etl.extract import FileResult, extract_site
+from omop_etl.spec import SiteSpec, load_spec
+from omop_etl.sql import Ident, quote_ident
+from omop_etl.warehouse import Target, connect
+from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
+
+
+@dataclass
+class RunSummary:
+    """What a run built: rows per CDM table, what became of every source file."""
+
+    site: str
+    batch_id: str
+    warehouse: str
+    cdm_schema: str
+    rows: dict[str, int]
+    files: list[FileResult]
+    rejects_by_rule: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+
+Progress = Callable[[str], None]
+
+
+def default_batch_id(input_dir: Path) -> str:
+    """The export folder's name, made safe: a batch is one dated export folder."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", input_dir.resolve().name) or "batch"
+
+
+def run_site(
+    site: str,
+    input_dir: Path,
+    target: Target,
+    *,
+    batch_id: str | None = None,
+    batch_date: date | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Extract, map and publish one site's export batch into the warehouse."""
+    started = time.perf_counter()
+    spec = load_spec(site)
+    batch_id = batch_id or default_batch_id(input_dir)
+    con = connect(target)
+    try:
+        _require_vocabulary(con)
+        stage = settings.stage_schema(spec.site)
+        cdm = settings.cdm_schema(spec.site)
+
+        def file_progress(name: str, path: Path) -> None:
+            if progress:
+                progress(f"extract {name}: {path.name}")
+
+        files = extract_site(con, spec, input_dir, stage, batch_id, progress=file_progress)
+        source_release = _source_release_date(con, stage)
+        params = {
+            "stage": Ident(stage),
+            "cdm": Ident(cdm),
+            "vocab": Ident(settings.VOCAB_SCHEMA),
+            "id_base": spec.id_base,
+            "site": spec.site,
+            "site_description": spec.description,
+            "batch_id": batch_id,
+            "batch_date": (batch_date or source_release).isoformat(),
+            "source_release_date": source_release.isoformat(),
+            "unit_vocabulary": spec.unit_vocabulary,
+            "spec_sha256": _spec_digest(spec),
+            "etl_version": __version__,
+        }
+
+        def step_progress(step: Step) -> None:
+            if progress:
+                progress(f"{step.kind} {step.name}")
+
+        con.execute("begin transaction")
+        try:
+            _prepare_cdm(con, cdm)
+            run_transforms(con, params, progress=step_progress)
+            if progress:
+                progress("indexes")
+            schema.apply_constraints(con, cdm)
+            _drop_work_tables(con, stage)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+        _record_referential_rejects(con, stage, batch_id, files)
+        _store_reconciliation(con, stage, batch_id, files)
+        rows = {
+            t: con.execute(f"select count(*) from {quote_ident(cdm)}.{quote_ident(t)}").fetchall()[
+                0
+            ][0]
+            for t in schema.cdm_tables()
+        }
+        rejects = dict(
+            con.execute(
+                f"select rule, count(*) from {quote_ident(stage)}.rejects where batch_id = ? "
+                "group by rule order by count(*) desc, rule",
+                [batch_id],
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    return RunSummary(
+        site=spec.site,
+        batch_id=batch_id,
+        warehouse=str(target),
+        cdm_schema=cdm,
+        rows=rows,
+        files=files,
+        rejects_by_rule=rejects,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _require_vocabulary(con: duckdb.DuckDBPyConnection) -> None:
+    found = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = ? and table_name = 'concept'",
+        [settings.VOCAB_SCHEMA],
+    ).fetchall()[0][0]
+    if not found:
+        raise EtlError(
+            "the warehouse has no vocabulary yet: run `omop-etl vocab load` first "
+            "(without a folder it loads the bundled demo vocabulary)"
+        )
+
+
+def _source_release_date(con: duckdb.DuckDBPyConnection, stage: str) -> date:
+    """The newest clinical date in the batch: a date the data itself fixes."""
+    s = quote_ident(stage)
+    latest = con.execute(
+        f"select greatest(max(start_datetime), max(end_datetime)) from {s}.visit "
+        f"where reject is null union all "
+        f"select greatest(max(start_datetime), max(end_datetime)) from {s}.event "
+        f"where reject is null"
+    ).fetchall()
+    days = [row[0] for row in latest if row[0] is not None]
+    return max(days).date() if days else date(1970, 1, 1)
+
+
+def _spec_digest(spec: SiteSpec) -> str:
+    assert spec.path is not None
+    return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
+
+
+def _prepare_cdm(con: duckdb.DuckDBPyConnection, cdm: str) -> None:
+    """Create the site's CDM tables if new, drop their indexes and empty the ones we write."""
+    schema.create_schema(con, cdm, tables=schema.cdm_tables())
+    for (index_name,) in con.execute(
+        "select index_name from duckdb_indexes() where schema_name = ?", [cdm]
+    ).fetchall():
+        con.execute(f"drop index {quote_ident(cdm)}.{quote_ident(index_name)}")
+    for table in CDM_TABLES_WRITTEN:
+        con.execute(f"delete from {quote_ident(cdm)}.{quote_ident(table)}")
+
+
+def _drop_work_tables(con: duckdb.DuckDBPyConnection, stage: str) -> None:
+    for name, kind in con.execute(
+        "select table_name, table_type from information_schema.tables "
+        "where table_schema = ? and table_name like 'work\\_%' escape '\\'",
+        [stage],
+    ).fetchall():
+        what = "view" if kind == "VIEW" else "table"
+        con.execute(f"drop {what} {quote_ident(stage)}.{quote_ident(name)}")
+
+
+def _record_referential_rejects(
+    con: duckdb.DuckDBPyConnection, stage: str, batch_id: str, files: list[FileResult]
+) -> None:
+    """Count rows the referential rules rejected after extraction into each file's result."""
+    s = quote_ident(stage)
+    counts: dict[str, int] = {}
+    for target in ("person", "visit", "event", "payer_plan", "cost"):
+        for source_file, n in con.execute(
+            f"select source_file, count(*) from {s}.{quote_ident(target)} "
+            "where batch_id = ? and (reject like 'unknown_%' or reject like 'duplicate:%') "
+            "group by source_file",
+            [batch_id],
+        ).fetchall():
+            counts[source_file] = counts.get(source_file, 0) + n
+    for f in files:
+        moved = counts.pop(f.source_file, 0)
+        f.rows_loaded -= moved
+        f.rows_rejected += moved
+
+
+def _store_reconciliation(
+    con: duckdb.DuckDBPyConnection, stage: str, batch_id: str, files: list[FileResult]
+) -> None:
+    rows = [
+        (
+            batch_id,
+            f.source_file,
+            f.path,
+            f.target,
+            f.rows_read,
+            f.rows_loaded,
+            f.rows_rejected,
+            f.rows_filtered,
+            f.note,
+        )
+        for f in files
+    ]
+    if rows:
+        con.executemany(
+            f"insert into {quote_ident(stage)}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def run_demo_site(target: Target, progress: Progress | None = None) -> RunSummary:
+    """The bundled Synthea sample into the warehouse (used by ``omop-etl demo``)."""
+    sample = settings.mappings_dir() / "samples" / "synthea_ma27"
+    return run_site("synthea", sample, target, progress=progress)

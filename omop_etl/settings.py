@@ -1,0 +1,83 @@
+"""Deployment settings: the one place that reads the environment.
+
+Everything else asks this module for paths, the warehouse target and the
+schema names, so local runs, CI and production differ only in variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TRANSFORMS_DIR = PROJECT_ROOT / "transforms"
+CDM_SPEC_DIR = TRANSFORMS_DIR / "cdm"
+QUALITY_DIR = PROJECT_ROOT / "quality"
+
+VOCAB_SCHEMA = "vocab"
+DEFAULT_WAREHOUSE_FILE = "warehouse.duckdb"
+
+_SITE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+def mappings_dir() -> Path:
+    """Folder of site specs, code maps and the demo vocabulary (OMOP_ETL_MAPPINGS)."""
+    return Path(os.environ.get("OMOP_ETL_MAPPINGS", PROJECT_ROOT / "mappings"))
+
+
+def demo_vocabulary_dir() -> Path:
+    """The bundled Athena-format demo vocabulary."""
+    return mappings_dir() / "vocabulary" / "demo"
+
+
+def vocabulary_supplement_dir() -> Path:
+    """Metadata concepts the demo vocabulary lacks (see its README)."""
+    return mappings_dir() / "vocabulary" / "supplement"
+
+
+def sites_dir() -> Path:
+    return mappings_dir() / "sites"
+
+
+def codemaps_dir() -> Path:
+    return mappings_dir() / "codemaps"
+
+
+def warehouse_target(explicit: str | None = None) -> str:
+    """The warehouse: --warehouse, else OMOP_ETL_WAREHOUSE, else ./warehouse.duckdb."""
+    return explicit or os.environ.get("OMOP_ETL_WAREHOUSE") or DEFAULT_WAREHOUSE_FILE
+
+
+def duckdb_memory_limit() -> str:
+    """Memory cap for the embedded engine (OMOP_ETL_MEMORY_LIMIT, default 2GB)."""
+    return os.environ.get("OMOP_ETL_MEMORY_LIMIT", "2GB")
+
+
+def duckdb_threads() -> int | None:
+    value = os.environ.get("OMOP_ETL_THREADS")
+    return int(value) if value else None
+
+
+def check_site_name(name: str) -> str:
+    """A site name becomes part of schema names, so it must be a plain identifier.
+
+    >>> check_site_name("synthea")
+    'synthea'
+    """
+    if not _SITE_NAME.match(name):
+        from omop_etl.errors import EtlError
+
+        raise EtlError(
+            f"site name {name!r} is not valid: use lowercase letters, digits and '_', "
+            "starting with a letter (at most 31 characters)"
+        )
+    return name
+
+
+def cdm_schema(site: str) -> str:
+    return f"cdm_{check_site_name(site)}"
+
+
+def stage_schema(site: str) -> str:
+    return f"stage_{check_site_name(site)}"

@@ -1,0 +1,65 @@
+"""Safe SQL text: quoted identifiers, literals and @-parameter substitution."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from omop_etl.errors import EtlError
+
+_PARAM = re.compile(r"@([a-z_][a-z0-9_]*)")
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote an identifier.
+
+    >>> quote_ident('cdm_synthea')
+    '"cdm_synthea"'
+    >>> quote_ident('odd"name')
+    '"odd""name"'
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise EtlError(f"invalid SQL identifier {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: Any) -> str:
+    """A SQL literal for a Python value.
+
+    >>> literal("it's")
+    "'it''s'"
+    >>> literal(8507), literal(None), literal(True)
+    ('8507', 'null', 'true')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return repr(value) if not isinstance(value, Decimal) else str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Ident(str):
+    """A string that ``render`` writes as a quoted identifier (a schema, a table)."""
+
+
+def render(sql: str, params: dict[str, Any]) -> str:
+    """Replace ``@name`` placeholders: ``Ident`` values are quoted, others become literals.
+
+    >>> print(render("select * from @cdm.person where id > @base and x = @s",
+    ...              {"cdm": Ident("cdm_a"), "base": 5, "s": "it"}))
+    select * from "cdm_a".person where id > 5 and x = 'it'
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in params:
+            raise EtlError(f"SQL parameter @{key} has no value")
+        value = params[key]
+        if isinstance(value, Ident):
+            return quote_ident(value)
+        return literal(value)
+
+    return _PARAM.sub(sub, sql)

@@ -1,0 +1,160 @@
+"""The canonical staging model: what every source format is turned into.
+
+Each *target* is one staging table (``<stage schema>.<target>``). A site spec maps
+its files' columns onto these fields; the CDM transforms read only these tables.
+Every staging row also carries ``batch_id``, ``source_file`` (the spec's file
+name), ``row_key`` (a stable hash of the row's mapped content) and ``reject``
+(the rule a row broke, or NULL).
+
+Field types: ``text``, ``int``, ``double``, ``date``, ``timestamp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StagingField:
+    name: str
+    type: str
+    required: bool = False
+    doc: str = ""
+
+
+def _fields(*specs: tuple) -> dict[str, StagingField]:
+    return {s[0]: StagingField(*s) for s in specs}
+
+
+_ADDRESS = (
+    ("city", "text"),
+    ("state", "text"),
+    ("zip", "text"),
+    ("county", "text"),
+    ("country", "text"),
+)
+
+TARGETS: dict[str, dict[str, StagingField]] = {
+    # One row per patient.
+    "person": _fields(
+        ("person_source_value", "text", True, "the site's patient id"),
+        ("birth_datetime", "timestamp", True, "date or date-time of birth"),
+        ("death_datetime", "timestamp", False, "date or date-time of death, if dead"),
+        ("gender_concept_id", "int"),
+        ("gender_source_value", "text"),
+        ("race_concept_id", "int"),
+        ("race_source_value", "text"),
+        ("ethnicity_concept_id", "int"),
+        ("ethnicity_source_value", "text"),
+        ("provider_source_value", "text"),
+        ("care_site_source_value", "text"),
+        *_ADDRESS,
+    ),
+    # One row per encounter (visit or sub-encounter).
+    "visit": _fields(
+        ("visit_source_value", "text", True, "the site's encounter id"),
+        ("person_source_value", "text", True),
+        ("start_datetime", "timestamp", True),
+        ("end_datetime", "timestamp"),
+        ("visit_concept_id", "int", True, "9201 inpatient, 9202 outpatient, 9203 ER, ..."),
+        ("visit_class_source_value", "text"),
+        ("parent_visit_source_value", "text", False, "set for a sub-encounter"),
+        ("provider_source_value", "text"),
+        ("care_site_source_value", "text"),
+        ("type_concept_id", "int", True),
+        ("admitted_from_source_value", "text"),
+        ("discharged_to_source_value", "text"),
+    ),
+    # The clinical event stream: the standard concept's domain picks the CDM table.
+    "event": _fields(
+        ("person_source_value", "text", True),
+        ("visit_source_value", "text"),
+        ("provider_source_value", "text"),
+        ("default_domain", "text", True, "CDM domain used when the code maps to nothing"),
+        ("code", "text", True, "the source code"),
+        ("code_system", "text", True, "vocabulary_id of the code (or a local map's)"),
+        ("start_datetime", "timestamp", True),
+        ("end_datetime", "timestamp"),
+        ("type_concept_id", "int", True),
+        ("value_as_number", "double"),
+        ("value_as_string", "text"),
+        ("value_source_value", "text"),
+        ("unit_source_value", "text"),
+        ("range_low", "double"),
+        ("range_high", "double"),
+        ("operator_source_value", "text"),
+        ("quantity", "double"),
+        ("days_supply", "int"),
+        ("refills", "int"),
+        ("route_source_value", "text"),
+        ("lot_number", "text"),
+        ("unique_device_id", "text"),
+        ("stop_reason", "text"),
+        ("status_source_value", "text", False, "condition status (e.g. primary, secondary)"),
+        ("qualifier_source_value", "text"),
+    ),
+    "care_site": _fields(
+        ("care_site_source_value", "text", True),
+        ("care_site_name", "text"),
+        ("place_of_service_concept_id", "int"),
+        ("place_of_service_source_value", "text"),
+        *_ADDRESS,
+    ),
+    "provider": _fields(
+        ("provider_source_value", "text", True),
+        ("provider_name", "text"),
+        ("npi", "text"),
+        ("specialty_concept_id", "int"),
+        ("specialty_source_value", "text"),
+        ("gender_concept_id", "int"),
+        ("gender_source_value", "text"),
+        ("care_site_source_value", "text"),
+        ("year_of_birth", "int"),
+    ),
+    # One row per coverage period of a patient.
+    "payer_plan": _fields(
+        ("person_source_value", "text", True),
+        ("start_datetime", "timestamp", True),
+        ("end_datetime", "timestamp"),
+        ("payer_source_value", "text"),
+        ("plan_source_value", "text"),
+        ("sponsor_source_value", "text"),
+        ("family_source_value", "text"),
+    ),
+    # Cost lines (charges, payments) of an encounter; summed per encounter in cdm.cost.
+    "cost": _fields(
+        ("visit_source_value", "text", True, "the encounter the amounts belong to"),
+        ("total_charge", "double"),
+        ("total_cost", "double"),
+        ("total_paid", "double"),
+        ("paid_by_payer", "double"),
+        ("paid_by_patient", "double"),
+        ("paid_patient_copay", "double"),
+        ("amount_allowed", "double"),
+        ("currency_concept_id", "int"),
+        ("type_concept_id", "int", True),
+    ),
+}
+
+SQL_TYPES = {
+    "text": "VARCHAR",
+    "int": "INTEGER",
+    "double": "DOUBLE",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+
+# Columns every staging row carries besides its target's fields.
+ROW_COLUMNS = {
+    "batch_id": "VARCHAR",
+    "source_file": "VARCHAR",
+    "row_key": "UHUGEINT",
+    "reject": "VARCHAR",
+}
+
+
+def staging_ddl(schema_sql: str, target: str) -> str:
+    """CREATE TABLE statement of one staging table (schema already quoted)."""
+    cols = [f'"{n}" {t}' for n, t in ROW_COLUMNS.items()]
+    cols += [f'"{f.name}" {SQL_TYPES[f.type]}' for f in TARGETS[target].values()]
+    return f'create table if not exists {schema_sql}."{target}" ({", ".join(cols)})'

@@ -1,0 +1,62 @@
+-- Costs of an encounter: its cost lines (charges, payments) summed, one row per
+-- encounter, as a cost of the visit it belongs to (cost_domain_id 'Visit'). The
+-- payer plan period is the patient's coverage on the encounter's start date.
+with line as (
+    select
+        visit_source_value,
+        sum(total_charge) as total_charge,
+        sum(total_cost) as total_cost,
+        sum(total_paid) as total_paid,
+        sum(paid_by_payer) as paid_by_payer,
+        sum(paid_by_patient) as paid_by_patient,
+        sum(paid_patient_copay) as paid_patient_copay,
+        sum(amount_allowed) as amount_allowed,
+        min(currency_concept_id) as currency_concept_id,
+        min(type_concept_id) as type_concept_id
+    from @stage.cost
+    where reject is null
+    group by visit_source_value
+),
+
+coverage as (
+    select
+        g.visit_source_value,
+        min(ppp.payer_plan_period_id) as payer_plan_period_id
+    from @stage.work_visit_group as g
+    inner join @stage.work_person as p on p.person_source_value = g.person_source_value
+    inner join @cdm.payer_plan_period as ppp
+        on ppp.person_id = p.person_id
+        and cast(g.start_datetime as date)
+            between ppp.payer_plan_period_start_date and ppp.payer_plan_period_end_date
+    where g.visit_source_value in (select visit_source_value from line)
+    group by g.visit_source_value
+)
+
+select
+    k.id as cost_id,
+    v.visit_occurrence_id as cost_event_id,
+    'Visit' as cost_domain_id,
+    line.type_concept_id as cost_type_concept_id,
+    coalesce(line.currency_concept_id, 0) as currency_concept_id,
+    line.total_charge,
+    line.total_cost,
+    line.total_paid,
+    line.paid_by_payer,
+    line.paid_by_patient,
+    line.paid_patient_copay,
+    cast(null as double) as paid_patient_coinsurance,
+    cast(null as double) as paid_patient_deductible,
+    cast(null as double) as paid_by_primary,
+    cast(null as double) as paid_ingredient_cost,
+    cast(null as double) as paid_dispensing_fee,
+    coverage.payer_plan_period_id,
+    line.amount_allowed,
+    0 as revenue_code_concept_id,
+    cast(null as varchar) as revenue_code_source_value,
+    0 as drg_concept_id,
+    cast(null as varchar) as drg_source_value
+from line
+inner join @stage.work_visit as v on v.visit_source_value = line.visit_source_value
+inner join @stage.key_map as k
+    on k.tbl = 'cost' and k.source_key = md5_number(line.visit_source_value)
+left join coverage on coverage.visit_source_value = line.visit_source_value

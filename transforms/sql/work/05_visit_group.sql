@@ -1,0 +1,74 @@
+-- Encounters -> visit_occurrence (+ visit_detail for sub-encounters).
+-- Grain: one row per accepted staged encounter, with the key of the visit it belongs to.
+--   * An encounter with parent_visit_source_value is a sub-encounter of its parent.
+--   * Inpatient (9201), emergency (9203) and ER+inpatient (262) encounters of one
+--     person that overlap or follow within one day form one hospital stay: one
+--     visit_occurrence (ETL-Synthea / OHDSI convention). A stay with both emergency
+--     and inpatient parts is 262 "Emergency Room and Inpatient Visit".
+--   * Every other encounter is its own visit.
+-- Encounters of a visit that holds more than one become visit_detail rows.
+
+create or replace table @stage.work_visit_group as
+with encounter as (
+    select
+        v.*,
+        coalesce(v.end_datetime, v.start_datetime) as stop_datetime,
+        v.parent_visit_source_value is null and v.visit_concept_id in (9201, 9203, 262) as is_stay
+    from @stage.visit as v
+    where v.reject is null
+),
+
+stay_ordered as (
+    select
+        *,
+        max(stop_datetime) over (
+            partition by person_source_value
+            order by start_datetime, visit_source_value
+            rows between unbounded preceding and 1 preceding
+        ) as previous_stop
+    from encounter
+    where is_stay
+),
+
+stay_numbered as (
+    select
+        *,
+        sum(case when previous_stop is null or start_datetime > previous_stop + interval 1 day
+            then 1 else 0 end) over (
+            partition by person_source_value
+            order by start_datetime, visit_source_value
+            rows unbounded preceding
+        ) as stay_no
+    from stay_ordered
+),
+
+stay_group as (
+    select
+        visit_source_value,
+        first(visit_source_value order by start_datetime, visit_source_value) over (
+            partition by person_source_value, stay_no
+        ) as group_source_value
+    from stay_numbered
+),
+
+grouped as (
+    select
+        e.*,
+        coalesce(
+            s.group_source_value,
+            parent_stay.group_source_value,
+            e.parent_visit_source_value,
+            e.visit_source_value
+        ) as group_source_value
+    from encounter as e
+    left join stay_group as s on s.visit_source_value = e.visit_source_value
+    left join stay_group as parent_stay
+        on parent_stay.visit_source_value = e.parent_visit_source_value
+)
+
+select
+    *,
+    count(*) over (partition by group_source_value) > 1 as is_detail,
+    md5_number(group_source_value) as visit_key,
+    md5_number(visit_source_value) as detail_key
+from grouped;
