@@ -196,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"patients in [cyan]{Path(str(target)).resolve()}[/], schema [cyan]{summary.cdm_schema}"
         "[/] (vocabulary in [cyan]vocab[/], staging, rejects and reconciliation in "
         f"[cyan]stage_{summary.site}[/]).\n"
-        f"Look at it: [bold]duckdb {target}[/] or python -c \"import duckdb; "
+        f'Look at it: [bold]duckdb {target}[/] or python -c "import duckdb; '
         f"print(duckdb.connect('{target}').sql('select * from {summary.cdm_schema}.person "
         "limit 5'))\""
     )

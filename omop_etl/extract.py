@@ -244,8 +244,16 @@ def extract_site(
                 progress(fs.name, path)
             if fs.skip:
                 rows = _count_records(con, path, fs)
+                # a skipped file's rows are all filtered, by the spec's named reason
                 results.append(
-                    FileResult(fs.name, str(path), None, rows, note=f"skipped: {fs.skip}")
+                    FileResult(
+                        fs.name,
+                        str(path),
+                        None,
+                        rows,
+                        rows_filtered=rows,
+                        note=f"skipped: {fs.skip}",
+                    )
                 )
                 continue
             header, malformed = _stage_file(con, spec, fs, path, stage_sql, batch_id)
@@ -347,14 +355,20 @@ def _account(
 def _malformed_rows(
     con: duckdb.DuckDBPyConnection, tag: str, stage_sql: str, batch_id: str, name: str, path: Path
 ) -> int:
-    """Copy rows the CSV parser itself refused (wrong field count, bad quoting) to rejects."""
+    """Copy rows the CSV parser itself refused (wrong field count, bad quoting) to rejects.
+
+    The parser reports one error per missing column; a refused row is one reject.
+    """
     errors = quote_ident(tag + "_errors")
     con.execute(
-        f"insert into {stage_sql}.rejects select ?, ?, ?, line, column_name, "
-        f"'malformed_row:' || lower(error_type), csv_line from {errors}",
+        f"insert into {stage_sql}.rejects select ?, ?, ?, line, "
+        f"string_agg(column_name, ', ' order by column_idx), "
+        f"'malformed_row:' || replace(lower(min(error_type)), ' ', '_'), "
+        f"trim(min(csv_line), chr(13) || chr(10)) "
+        f"from {errors} group by line",
         [batch_id, name, str(path)],
     )
-    count = con.execute(f"select count(*) from {errors}").fetchall()[0][0]
+    count = con.execute(f"select count(distinct line) from {errors}").fetchall()[0][0]
     _drop_parser_rejects(con, tag)
     return count
 

@@ -6,6 +6,7 @@ the new one, never a half-built one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -105,9 +106,9 @@ def run_site(
             _drop_work_tables(con, stage)
             con.execute("commit")
         except BaseException:
-            con.execute("rollback")
+            with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back already
+                con.execute("rollback")
             raise
-        _record_referential_rejects(con, stage, batch_id, files)
         _store_reconciliation(con, stage, batch_id, files)
         rows = {
             t: con.execute(f"select count(*) from {quote_ident(cdm)}.{quote_ident(t)}").fetchall()[
@@ -168,14 +169,14 @@ def _spec_digest(spec: SiteSpec) -> str:
 
 
 def _prepare_cdm(con: duckdb.DuckDBPyConnection, cdm: str) -> None:
-    """Create the site's CDM tables if new, drop their indexes and empty the ones we write."""
-    schema.create_schema(con, cdm, tables=schema.cdm_tables())
-    for (index_name,) in con.execute(
-        "select index_name from duckdb_indexes() where schema_name = ?", [cdm]
-    ).fetchall():
-        con.execute(f"drop index {quote_ident(cdm)}.{quote_ident(index_name)}")
+    """Replace the CDM tables the transforms write by new, empty ones (no indexes yet).
+
+    Dropping and recreating (inside the publishing transaction) is cheaper than
+    deleting every row, and leaves no deleted rows for the new unique indexes to trip on.
+    """
     for table in CDM_TABLES_WRITTEN:
-        con.execute(f"delete from {quote_ident(cdm)}.{quote_ident(table)}")
+        con.execute(f"drop table if exists {quote_ident(cdm)}.{quote_ident(table)}")
+    schema.create_schema(con, cdm, tables=schema.cdm_tables())
 
 
 def _drop_work_tables(con: duckdb.DuckDBPyConnection, stage: str) -> None:
@@ -186,26 +187,6 @@ def _drop_work_tables(con: duckdb.DuckDBPyConnection, stage: str) -> None:
     ).fetchall():
         what = "view" if kind == "VIEW" else "table"
         con.execute(f"drop {what} {quote_ident(stage)}.{quote_ident(name)}")
-
-
-def _record_referential_rejects(
-    con: duckdb.DuckDBPyConnection, stage: str, batch_id: str, files: list[FileResult]
-) -> None:
-    """Count rows the referential rules rejected after extraction into each file's result."""
-    s = quote_ident(stage)
-    counts: dict[str, int] = {}
-    for target in ("person", "visit", "event", "payer_plan", "cost"):
-        for source_file, n in con.execute(
-            f"select source_file, count(*) from {s}.{quote_ident(target)} "
-            "where batch_id = ? and (reject like 'unknown_%' or reject like 'duplicate:%') "
-            "group by source_file",
-            [batch_id],
-        ).fetchall():
-            counts[source_file] = counts.get(source_file, 0) + n
-    for f in files:
-        moved = counts.pop(f.source_file, 0)
-        f.rows_loaded -= moved
-        f.rows_rejected += moved
 
 
 def _store_reconciliation(

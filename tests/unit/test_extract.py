@@ -1,0 +1,119 @@
+"""Extraction: every source row is loaded, rejected with a rule and a line, or filtered."""
+
+from __future__ import annotations
+
+import pytest
+
+from omop_etl.errors import EtlError
+
+
+def _reconciliation(tiny) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        name: (read, loaded, rejected, filtered)
+        for name, read, loaded, rejected, filtered in tiny.query(
+            "select source_file, rows_read, rows_loaded, rows_rejected, rows_filtered "
+            "from stage_tiny.reconciliation"
+        )
+    }
+
+
+def test_bad_values_are_rejected_with_file_line_column_rule_and_raw_value(tiny):
+    tiny.patient("p1")
+    tiny.patient("p2", birth="1970-13-45")  # line 3: impossible date
+    tiny.patient("p3")
+    tiny.diagnosis("p1", "C1", "2020-01-01")
+    tiny.diagnosis("p1", "C1", "01/02/2020")  # line 3: not the spec's date format
+    tiny.diagnosis("p1", "", "2020-01-03")  # line 4: no code
+    tiny.diagnosis("ghost", "C1", "2020-01-04")  # line 5: unknown patient
+    tiny.drug("p1", "D1", "2020-01-01", days="ten")  # line 2: not a whole number
+    summary = tiny.run()
+    assert tiny.query(
+        'select source_file, record_no, "column", rule, raw_value from stage_tiny.rejects '
+        "order by source_file, record_no"
+    ) == [
+        ("diagnoses", 3, "start", "invalid_timestamp:start_datetime", "01/02/2020"),
+        ("diagnoses", 4, "code", "missing:code", None),
+        ("diagnoses", 5, "patient", "unknown_person", "ghost"),
+        ("drugs", 2, "days", "invalid_int:days_supply", "ten"),
+        ("patients", 3, "birth", "invalid_timestamp:birth_datetime", "1970-13-45"),
+    ]
+    assert _reconciliation(tiny) == {
+        "patients": (3, 2, 1, 0),
+        "visits": (0, 0, 0, 0),
+        "diagnoses": (4, 1, 3, 0),
+        "drugs": (1, 0, 1, 0),
+    }
+    assert summary.rejects_by_rule == {
+        "invalid_int:days_supply": 1,
+        "invalid_timestamp:birth_datetime": 1,
+        "invalid_timestamp:start_datetime": 1,
+        "missing:code": 1,
+        "unknown_person": 1,
+    }
+    assert summary.rows["person"] == 2
+    assert summary.rows["condition_occurrence"] == 1
+
+
+def test_malformed_csv_rows_are_rejected_not_fatal(tiny):
+    tiny.patient("p1")
+    folder = tiny.write()
+    with open(folder / "diagnoses.csv", "a", encoding="utf-8") as fh:
+        fh.write("p1,,C1,SNOMED,2020-01-01,,,\r\n")
+        fh.write("p1,,C2,SNOMED\r\n")  # line 3: too few fields
+        fh.write("p1,,C2,SNOMED,2020-02-02,,,\r\n")
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    run_site("tiny", folder, tiny.warehouse)
+    rejects = tiny.query("select source_file, record_no, rule, raw_value from stage_tiny.rejects")
+    assert rejects == [("diagnoses", 3, "malformed_row:missing_columns", "p1,,C2,SNOMED")]
+    assert _reconciliation(tiny)["diagnoses"] == (3, 2, 1, 0)
+
+
+def test_exact_duplicate_rows_keep_one_copy(tiny):
+    tiny.patient("p1")
+    tiny.patient("p1")  # the same patient twice
+    tiny.diagnosis("p1", "C1", "2020-01-01")
+    tiny.diagnosis("p1", "C1", "2020-01-01")
+    tiny.diagnosis("p1", "C1", "2020-01-01")
+    summary = tiny.run()
+    assert summary.rows["person"] == 1
+    assert summary.rows["condition_occurrence"] == 1
+    assert tiny.query(
+        "select source_file, record_no, rule from stage_tiny.rejects order by 1, 2"
+    ) == [
+        ("diagnoses", 3, "duplicate:event"),
+        ("diagnoses", 4, "duplicate:event"),
+        ("patients", 3, "duplicate:person"),
+    ]
+
+
+def test_a_column_missing_from_the_header_names_site_file_and_column(tiny):
+    tiny.patient("p1")
+    folder = tiny.write()
+    (folder / "drugs.csv").write_text("patient,code,start,stop,days\n", encoding="utf-8")
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    with pytest.raises(EtlError, match=r"site tiny, file drugs.csv: column\(s\) qty .*line 1"):
+        run_site("tiny", folder, tiny.warehouse)
+
+
+def test_a_missing_required_file_is_named(tiny):
+    tiny.patient("p1")
+    folder = tiny.write()
+    (folder / "visits.csv").unlink()
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    with pytest.raises(EtlError, match=r"lacks required file\(s\): visits \(visits.csv\)"):
+        run_site("tiny", folder, tiny.warehouse)
+
+
+def test_a_run_without_vocabulary_says_how_to_load_one(tiny):
+    tiny.patient("p1")
+    folder = tiny.write()
+    from omop_etl.pipeline import run_site
+
+    with pytest.raises(EtlError, match="omop-etl vocab load"):
+        run_site("tiny", folder, tiny.warehouse)
