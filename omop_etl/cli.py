@@ -3,6 +3,7 @@
     omop-etl vocab load [FOLDER] [--warehouse TARGET]
     omop-etl run --site NAME --input DIR [--warehouse TARGET] [--batch-id ID] [--batch-date D]
     omop-etl spec check NAME
+    omop-etl query SQL [--warehouse TARGET]
     omop-etl demo [--warehouse TARGET]
 
 TARGET is a DuckDB file (default: $OMOP_ETL_WAREHOUSE, else ./warehouse.duckdb).
@@ -92,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("name", help="a spec name under mappings/sites/, or a path to a YAML file")
     check.set_defaults(handler=cmd_spec_check)
 
+    query = sub.add_parser("query", help="run one read-only SQL query on the warehouse")
+    query.add_argument("sql", help='the query, e.g. "select count(*) from cdm_synthea.person"')
+    query.add_argument("--warehouse", help=warehouse_help)
+    query.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    query.set_defaults(handler=cmd_query)
+
     demo = sub.add_parser("demo", help="load the demo vocabulary and run the Synthea sample")
     demo.add_argument("--warehouse", help=warehouse_help)
     demo.set_defaults(handler=cmd_demo)
@@ -177,6 +184,33 @@ def cmd_spec_check(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_query(args: argparse.Namespace) -> None:
+    import duckdb
+
+    from omop_etl.warehouse import connect, parse_target
+
+    target = parse_target(args.warehouse)
+    if not Path(target.location).exists():
+        raise EtlError(f"warehouse {target} does not exist yet")
+    con = connect(target, read_only=True)
+    try:
+        cursor = con.execute(args.sql)
+        names = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        raise EtlError(f"query failed: {exc}") from exc
+    finally:
+        con.close()
+    table = Table()
+    for name in names:
+        table.add_column(name)
+    for row in rows[: args.limit]:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+    if len(rows) > args.limit:
+        console.print(f"[dim]{args.limit} of {len(rows):,} rows shown (--limit)[/]")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from omop_etl.pipeline import run_demo_site
     from omop_etl.warehouse import parse_target
@@ -196,15 +230,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"patients in [cyan]{Path(str(target)).resolve()}[/], schema [cyan]{summary.cdm_schema}"
         "[/] (vocabulary in [cyan]vocab[/], staging, rejects and reconciliation in "
         f"[cyan]stage_{summary.site}[/]).\n"
-        f'Look at it: [bold]duckdb {target}[/] or python -c "import duckdb; '
-        f"print(duckdb.connect('{target}').sql('select * from {summary.cdm_schema}.person "
-        "limit 5'))\""
+        "Look at it, e.g.:\n"
+        f"  .venv/bin/omop-etl query --warehouse {target} "
+        f'"select gender_concept_id, count(*) from {summary.cdm_schema}.person group by 1"\n'
+        "or open the file with any DuckDB client (DuckDB CLI, DBeaver, Python's duckdb)."
     )
 
 
 def print_summary(summary) -> None:
     """Rows per CDM table, what became of each source file, rejects by rule."""
-    rows = Table(title=f"{summary.cdm_schema}: rows per CDM table (batch {summary.batch_id})")
+    console.print(
+        f"\n[bold]Site {summary.site}[/], batch [bold]{summary.batch_id}[/] -> "
+        f"schema [cyan]{summary.cdm_schema}[/]"
+    )
+    rows = Table(title="Rows per CDM table")
     rows.add_column("CDM table")
     rows.add_column("rows", justify="right")
     for name, n in summary.rows.items():
@@ -220,13 +259,16 @@ def print_summary(summary) -> None:
     for f in summary.files:
         files.add_row(
             Path(f.path).name,
-            f.target or f"[dim]{f.note}[/]",
+            f.target or "[dim]skipped[/]",
             f"{f.rows_read:,}",
             f"{f.rows_loaded:,}",
             f"{f.rows_rejected:,}",
             f"{f.rows_filtered:,}",
         )
     console.print(files)
+    for f in summary.files:
+        if f.note:
+            console.print(f"[dim]{Path(f.path).name}: {f.note}[/]")
     if summary.rejects_by_rule:
         rejects = Table(title="Rejects by rule")
         rejects.add_column("rule")

@@ -64,6 +64,8 @@ def run_site(
     """Extract, map and publish one site's export batch into the warehouse."""
     started = time.perf_counter()
     spec = load_spec(site)
+    if not input_dir.is_dir():
+        raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
     batch_id = batch_id or default_batch_id(input_dir)
     con = connect(target)
     try:

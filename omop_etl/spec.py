@@ -248,13 +248,13 @@ def _parse_file(
     if not isinstance(entry, dict):
         problems.append(f"{where}: expected a mapping")
         return None
-    for key in sorted(set(entry) - _FILE_KEYS):
-        problems.append(f"{where}.{key}: unknown key")
     name = entry.get("name")
     if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]*$", name):
         problems.append(f"{where}.name: required, lowercase letters, digits and '_'")
         name = f"file{where}"
     where = f"{where} ({name})"
+    for key in sorted(set(entry) - _FILE_KEYS):
+        problems.append(f"{where}.{key}: unknown key")
     pattern = entry.get("pattern")
     if not isinstance(pattern, str) or not pattern or "/" in pattern or ".." in pattern:
         problems.append(f"{where}.pattern: required, a file name or glob inside the export folder")
