@@ -218,18 +218,23 @@ def extract_site(
     stage: str,
     batch_id: str,
     progress: Any = None,
+    work: Ident | None = None,
 ) -> list[FileResult]:
-    """Load every file of the export into the staging tables of schema ``stage``.
+    """Load every file of the export into the staging tables of schema ``work``.
 
-    Staging tables are emptied first (they hold one batch at a time); rejects
-    and reconciliation rows of this batch are replaced. Returns, per source
+    ``work`` (default: ``stage``; may be qualified, ``Ident(catalog, schema)``) holds the
+    batch's staging tables, emptied first; ``stage`` keeps what lasts: rejects and
+    reconciliation, whose rows of this batch are replaced. Returns, per source
     file, rows read = loaded + rejected + filtered.
     """
     stage_sql = quote_ident(stage)
+    work = work or Ident(stage)
+    work_sql = render("@w", {"w": work})
     con.execute(f"create schema if not exists {stage_sql}")
+    con.execute(f"create schema if not exists {work_sql}")
     for target in TARGETS:
-        con.execute(f"drop table if exists {stage_sql}.{quote_ident(target)}")
-        con.execute(staging_ddl(stage_sql, target))
+        con.execute(f"drop table if exists {work_sql}.{quote_ident(target)}")
+        con.execute(staging_ddl(work_sql, target))
     con.execute(REJECTS_DDL.format(stage=stage_sql))
     con.execute(RECONCILIATION_DDL.format(stage=stage_sql))
     for table in ("rejects", "reconciliation"):
@@ -256,11 +261,13 @@ def extract_site(
                     )
                 )
                 continue
-            header, malformed = _stage_file(con, spec, fs, path, stage_sql, batch_id)
+            header, malformed = _stage_file(con, spec, fs, path, stage_sql, work_sql, batch_id)
             staged.append((fs, path, header, malformed))
-    con.execute(render(_REFERENTIAL_SQL, {"stage": Ident(stage)}))
+    con.execute(render(_REFERENTIAL_SQL, {"work": work}))
     for fs, path, header, malformed in staged:
-        results.append(_account(con, spec, fs, path, header, malformed, stage_sql, batch_id))
+        results.append(
+            _account(con, spec, fs, path, header, malformed, stage_sql, work_sql, batch_id)
+        )
     return results
 
 
@@ -295,6 +302,7 @@ def _stage_file(
     fs: FileSpec,
     path: Path,
     stage_sql: str,
+    work_sql: str,
     batch_id: str,
 ) -> tuple[list[str], int]:
     """First read: every record into staging. Returns the header and malformed-row count."""
@@ -309,7 +317,7 @@ def _stage_file(
     tag = f"rej_{fs.name}"
     source = _read_csv_sql(path, fs, header, tag)
     select, _ = _file_select(fs, spec, source, batch_id, record_no=False)
-    table = f"{stage_sql}.{quote_ident(fs.target)}"
+    table = f"{work_sql}.{quote_ident(fs.target)}"
     try:
         con.execute(f"insert into {table} by name {select}")
     except duckdb.Error as exc:
@@ -328,10 +336,11 @@ def _account(
     header: list[str],
     malformed: int,
     stage_sql: str,
+    work_sql: str,
     batch_id: str,
 ) -> FileResult:
     """Count what became of a file's rows; record its rejects with their record numbers."""
-    table = f"{stage_sql}.{quote_ident(fs.target)}"
+    table = f"{work_sql}.{quote_ident(fs.target)}"
     loaded, rejected, filtered = con.execute(
         f"select count(*) filter (where reject is null), "
         f"count(*) filter (where reject not like 'filter:%'), "
@@ -340,7 +349,7 @@ def _account(
         [fs.name, batch_id],
     ).fetchall()[0]
     if rejected:
-        _record_rejects(con, spec, fs, path, header, stage_sql, batch_id)
+        _record_rejects(con, spec, fs, path, header, stage_sql, work_sql, batch_id)
     return FileResult(
         fs.name,
         str(path),
@@ -385,6 +394,7 @@ def _record_rejects(
     path: Path,
     header: list[str],
     stage_sql: str,
+    work_sql: str,
     batch_id: str,
 ) -> None:
     """Second read of a file with rejects: their record numbers, columns and raw values.
@@ -415,7 +425,7 @@ def _record_rejects(
         for rule, field in _REFERENTIAL_FIELD.items()
         if field and field in TARGETS[fs.target]
     )
-    table = f"{stage_sql}.{quote_ident(fs.target)}"
+    table = f"{work_sql}.{quote_ident(fs.target)}"
     first_line = 2 if fs.read["header"] else 1
     sql = f"""
         insert into {stage_sql}.rejects

@@ -21,7 +21,7 @@ from omop_etl import __version__, schema, settings
 from omop_etl.errors import EtlError
 from omop_etl.extract import FileResult, extract_site
 from omop_etl.spec import SiteSpec, load_spec
-from omop_etl.sql import Ident, quote_ident
+from omop_etl.sql import Ident, quote_ident, render
 from omop_etl.warehouse import Target, connect
 from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
 
@@ -45,6 +45,7 @@ class RunSummary:
 
 
 Progress = Callable[[str], None]
+SCRATCH = "omop_scratch"  # the in-memory database a run builds in
 
 
 def default_batch_id(input_dir: Path) -> str:
@@ -72,17 +73,28 @@ def run_site(
         _require_vocabulary(con)
         stage = settings.stage_schema(spec.site)
         cdm = settings.cdm_schema(spec.site)
+        # Staging, work tables and the new CDM are built in memory beside the published
+        # CDM (DuckDB spills to its temp folder beyond the memory limit), then published.
+        catalog = con.execute("select current_database()").fetchall()[0][0]
+        con.execute(f"attach ':memory:' as {SCRATCH}")
+        work = Ident(SCRATCH, stage)
+        build = Ident(SCRATCH, cdm)
+        con.execute(render("create schema @b", {"b": build}))
 
         def file_progress(name: str, path: Path) -> None:
             if progress:
                 progress(f"extract {name}: {path.name}")
 
-        files = extract_site(con, spec, input_dir, stage, batch_id, progress=file_progress)
-        source_release = _source_release_date(con, stage)
+        files = extract_site(
+            con, spec, input_dir, stage, batch_id, progress=file_progress, work=work
+        )
+        source_release = _source_release_date(con, work)
         params = {
-            "stage": Ident(stage),
-            "cdm": Ident(cdm),
-            "vocab": Ident(settings.VOCAB_SCHEMA),
+            # views built in the scratch database resolve names there: qualify
+            "stage": Ident(catalog, stage),
+            "work": work,
+            "cdm": build,
+            "vocab": Ident(catalog, settings.VOCAB_SCHEMA),
             "id_base": spec.id_base,
             "site": spec.site,
             "site_description": spec.description,
@@ -98,20 +110,12 @@ def run_site(
             if progress:
                 progress(f"{step.kind} {step.name}")
 
-        con.execute("begin transaction")
-        try:
-            _prepare_cdm(con, cdm)
-            run_transforms(con, params, progress=step_progress)
-            if progress:
-                progress("indexes")
-            schema.apply_constraints(con, cdm)
-            _drop_work_tables(con, stage)
-            con.execute("commit")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back already
-                con.execute("rollback")
-            raise
+        run_transforms(con, params, progress=step_progress)
+        if progress:
+            progress("publish")
+        _publish(con, build, cdm)
         _store_reconciliation(con, stage, batch_id, files)
+        con.execute(f"detach {SCRATCH}")
         rows = {
             t: con.execute(f"select count(*) from {quote_ident(cdm)}.{quote_ident(t)}").fetchall()[
                 0
@@ -152,9 +156,9 @@ def _require_vocabulary(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def _source_release_date(con: duckdb.DuckDBPyConnection, stage: str) -> date:
+def _source_release_date(con: duckdb.DuckDBPyConnection, work: Ident) -> date:
     """The newest clinical date in the batch: a date the data itself fixes."""
-    s = quote_ident(stage)
+    s = render("@w", {"w": work})
     latest = con.execute(
         f"select greatest(max(start_datetime), max(end_datetime)) from {s}.visit "
         f"where reject is null union all "
@@ -170,25 +174,34 @@ def _spec_digest(spec: SiteSpec) -> str:
     return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
 
 
-def _prepare_cdm(con: duckdb.DuckDBPyConnection, cdm: str) -> None:
-    """Replace the CDM tables the transforms write by new, empty ones (no indexes yet).
+def _publish(con: duckdb.DuckDBPyConnection, build: Ident, cdm: str) -> None:
+    """Swap the built CDM in for the published one, in one transaction.
 
-    Dropping and recreating (inside the publishing transaction) is cheaper than
-    deleting every row, and leaves no deleted rows for the new unique indexes to trip on.
+    The written tables are dropped and recreated from the CDM DDL (NOT NULL
+    enforced on the way in), filled from the build, and get their primary keys.
+    A reader sees the old CDM or the new one, never a mix; a failure leaves the
+    old one.
     """
-    for table in CDM_TABLES_WRITTEN:
-        con.execute(f"drop table if exists {quote_ident(cdm)}.{quote_ident(table)}")
-    schema.create_schema(con, cdm, tables=schema.cdm_tables())
-
-
-def _drop_work_tables(con: duckdb.DuckDBPyConnection, stage: str) -> None:
-    for name, kind in con.execute(
-        "select table_name, table_type from information_schema.tables "
-        "where table_schema = ? and table_name like 'work\\_%' escape '\\'",
-        [stage],
-    ).fetchall():
-        what = "view" if kind == "VIEW" else "table"
-        con.execute(f"drop {what} {quote_ident(stage)}.{quote_ident(name)}")
+    cdm_sql = quote_ident(cdm)
+    build_sql = render("@b", {"b": build})
+    con.execute("begin transaction")
+    try:
+        for table in CDM_TABLES_WRITTEN:
+            con.execute(f"drop table if exists {cdm_sql}.{quote_ident(table)}")
+        schema.create_schema(con, cdm, tables=schema.cdm_tables())
+        for table in CDM_TABLES_WRITTEN:
+            name = quote_ident(table)
+            con.execute(f"insert into {cdm_sql}.{name} by name select * from {build_sql}.{name}")
+        schema.apply_constraints(con, cdm, secondary_indexes=False)
+        con.execute("commit")
+    except BaseException as exc:
+        with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back already
+            con.execute("rollback")
+        if isinstance(exc, duckdb.Error):
+            raise EtlError(
+                f"publishing {cdm} failed, the published CDM is unchanged: {exc}"
+            ) from exc
+        raise
 
 
 def _store_reconciliation(

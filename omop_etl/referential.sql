@@ -10,90 +10,90 @@
 -- Each duplicate rule first finds the repeated keys (a cheap aggregate), then ranks
 -- only those rows.
 
-update @stage.person set reject = 'duplicate:person'
+update @work.person set reject = 'duplicate:person'
 where rowid in (
     select rowid from (
         select rowid, row_number() over (partition by person_source_value order by row_key, rowid) as n
-        from @stage.person
+        from @work.person
         where reject is null and person_source_value in (
-            select person_source_value from @stage.person where reject is null
+            select person_source_value from @work.person where reject is null
             group by 1 having count(*) > 1
         )
     ) where n > 1
 );
 
-update @stage.visit set reject = 'duplicate:visit'
+update @work.visit set reject = 'duplicate:visit'
 where rowid in (
     select rowid from (
         select rowid, row_number() over (partition by visit_source_value order by row_key, rowid) as n
-        from @stage.visit
+        from @work.visit
         where reject is null and visit_source_value in (
-            select visit_source_value from @stage.visit where reject is null
+            select visit_source_value from @work.visit where reject is null
             group by 1 having count(*) > 1
         )
     ) where n > 1
 );
 
-update @stage.care_site set reject = 'duplicate:care_site'
+update @work.care_site set reject = 'duplicate:care_site'
 where rowid in (
     select rowid from (
         select rowid, row_number() over (partition by care_site_source_value order by row_key, rowid) as n
-        from @stage.care_site
+        from @work.care_site
         where reject is null and care_site_source_value in (
-            select care_site_source_value from @stage.care_site where reject is null
+            select care_site_source_value from @work.care_site where reject is null
             group by 1 having count(*) > 1
         )
     ) where n > 1
 );
 
-update @stage.provider set reject = 'duplicate:provider'
+update @work.provider set reject = 'duplicate:provider'
 where rowid in (
     select rowid from (
         select rowid, row_number() over (partition by provider_source_value order by row_key, rowid) as n
-        from @stage.provider
+        from @work.provider
         where reject is null and provider_source_value in (
-            select provider_source_value from @stage.provider where reject is null
+            select provider_source_value from @work.provider where reject is null
             group by 1 having count(*) > 1
         )
     ) where n > 1
 );
 
-update @stage.event set reject = 'duplicate:event'
+update @work.event set reject = 'duplicate:event'
 where rowid in (
     select rowid from (
         select rowid, row_number() over (partition by row_key order by rowid) as n
-        from @stage.event
+        from @work.event
         where reject is null and row_key in (
-            select row_key from @stage.event where reject is null
+            select row_key from @work.event where reject is null
             group by 1 having count(*) > 1
         )
     ) where n > 1
 );
 
-update @stage.visit as v set reject = 'unknown_person'
+update @work.visit as v set reject = 'unknown_person'
 where reject is null
     and not exists (
-        select 1 from @stage.person as p
+        select 1 from @work.person as p
         where p.person_source_value = v.person_source_value and p.reject is null
     );
 
-update @stage.event as e set reject = 'unknown_person'
+update @work.event as e set reject = 'unknown_person'
 where reject is null
     and not exists (
-        select 1 from @stage.person as p
+        select 1 from @work.person as p
         where p.person_source_value = e.person_source_value and p.reject is null
     );
 
-update @stage.payer_plan as pp set reject = 'unknown_person'
+update @work.payer_plan as pp set reject = 'unknown_person'
 where reject is null
     and not exists (
-        select 1 from @stage.person as p
+        select 1 from @work.person as p
         where p.person_source_value = pp.person_source_value and p.reject is null
     );
 
-update @stage.cost as c set reject = 'unknown_visit'
+update @work.cost as c set reject = 'unknown_visit'
 where reject is null
     and not exists (
-        select 1 from @stage.visit as v
+        select 1 from @work.visit as v
         where v.visit_source_value = c.visit_source_value and v.reject is null
     );

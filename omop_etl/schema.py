@@ -390,10 +390,18 @@ def create_schema(
         con.execute(statement)
 
 
-def apply_constraints(con: duckdb.DuckDBPyConnection, schema: str, dialect: str = "duckdb") -> None:
-    """Add primary-key unique indexes and secondary indexes to the CDM tables in ``schema``.
+def apply_constraints(
+    con: duckdb.DuckDBPyConnection,
+    schema: str,
+    dialect: str = "duckdb",
+    *,
+    secondary_indexes: bool = True,
+) -> None:
+    """Add primary-key unique indexes (and secondary indexes) to the CDM tables in ``schema``.
 
     Idempotent. DuckDB only; PostgreSQL constraints come from ``postgres_ddl``.
+    DuckDB scans columns with zone maps, so secondary (ART) indexes only pay off
+    for point lookups; ``secondary_indexes=False`` keeps just the primary keys.
     """
     if _check_dialect(dialect) != "duckdb":
         raise EtlError("apply_constraints supports DuckDB only; use postgres_ddl() for PostgreSQL")
@@ -410,7 +418,9 @@ def apply_constraints(con: duckdb.DuckDBPyConnection, schema: str, dialect: str 
     if not tables:
         raise EtlError(f"schema {schema!r} has no CDM tables to constrain")
     for table in tables:
-        statements = [*primary_key_sql(table, schema, dialect), *index_sql(table, schema, dialect)]
+        statements = primary_key_sql(table, schema, dialect)
+        if secondary_indexes:
+            statements += index_sql(table, schema, dialect)
         for statement in statements:
             try:
                 con.execute(statement)

@@ -42,7 +42,20 @@ def literal(value: Any) -> str:
 
 
 class Ident(str):
-    """A string that ``render`` writes as a quoted identifier (a schema, a table)."""
+    """A name ``render`` writes as a quoted identifier; several parts make a qualified one.
+
+    >>> print(render("select * from @s.person", {"s": Ident("scratch", "stage_a")}))
+    select * from "scratch"."stage_a".person
+    """
+
+    parts: tuple[str, ...]
+
+    def __new__(cls, *parts: str) -> Ident:
+        if not parts:
+            raise EtlError("an identifier needs at least one part")
+        value = super().__new__(cls, ".".join(parts))
+        value.parts = parts
+        return value
 
 
 def render(sql: str, params: dict[str, Any]) -> str:
@@ -59,7 +72,7 @@ def render(sql: str, params: dict[str, Any]) -> str:
             raise EtlError(f"SQL parameter @{key} has no value")
         value = params[key]
         if isinstance(value, Ident):
-            return quote_ident(value)
+            return ".".join(quote_ident(part) for part in value.parts)
         return literal(value)
 
     return _PARAM.sub(sub, sql)

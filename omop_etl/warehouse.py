@@ -63,9 +63,11 @@ def connect(target: Target, read_only: bool = False) -> duckdb.DuckDBPyConnectio
     if threads:
         config["threads"] = threads
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=config)
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as exc:
         raise EtlError(f"cannot open warehouse {path}: {exc}") from exc
+    con.execute("set enable_progress_bar = false")  # our own progress goes to the terminal
+    return con
 
 
 def connect_memory() -> duckdb.DuckDBPyConnection:

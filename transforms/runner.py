@@ -1,8 +1,10 @@
 """Runs the transform SQL files in data-flow order on the embedded engine.
 
 ``work/*.sql`` files are scripts that build work tables in the site's stage
-schema; ``cdm/<table>.sql`` files are one SELECT each, inserted by column name
-into that CDM table. Parameters are written ``@name`` (see omop_etl.sql.render).
+schema; ``cdm/<table>.sql`` files are one SELECT each, materialized as table
+``@cdm.<table>`` (the CDM being built, beside the published one). Parameters are
+written ``@name`` (see omop_etl.sql.render): ``@work`` staging and work tables,
+``@stage`` the site's lasting tables (key map), ``@vocab``, ``@cdm``.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def run_transforms(
     params: dict[str, Any],
     progress: Callable[[Step], None] | None = None,
 ) -> None:
-    """Run every step; the caller owns the transaction. Raises EtlError naming the step."""
+    """Run every step in order. Raises EtlError naming the failing step."""
     for step in STEPS:
         if progress:
             progress(step)
@@ -92,8 +94,8 @@ def run_transforms(
             step_params["keys"] = Ident(step.name)
         sql = render(sql_text(step.kind, step.name), step_params)
         if step.kind == "cdm":
-            table = f"{quote_ident(params['cdm'])}.{quote_ident(step.name)}"
-            sql = f"insert into {table} by name ({sql})"
+            table = render("@cdm", params) + "." + quote_ident(step.name)
+            sql = f"create or replace table {table} as ({sql})"
         try:
             con.execute(sql)
         except duckdb.Error as exc:
@@ -105,7 +107,7 @@ def run_transforms(
 def _check_id_capacity(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
     limit = params["id_base"] + ID_BLOCK_SIZE - 1
     full = con.execute(
-        f"select tbl, max(id) from {quote_ident(params['stage'])}.key_map "
+        f"select tbl, max(id) from {render('@stage', params)}.key_map "
         "group by tbl having max(id) > ?",
         [limit],
     ).fetchall()

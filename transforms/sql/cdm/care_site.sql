@@ -5,9 +5,9 @@ select
     loc.location_id,
     cs.care_site_source_value,
     cs.place_of_service_source_value
-from @stage.care_site as cs
-inner join @stage.work_care_site as ids on ids.care_site_source_value = cs.care_site_source_value
-left join @stage.work_location_id as loc
+from @work.care_site as cs
+inner join @work.work_care_site as ids on ids.care_site_source_value = cs.care_site_source_value
+left join @work.work_location_id as loc
     on loc.city is not distinct from cs.city
     and loc.state is not distinct from cs.state
     and loc.zip is not distinct from cs.zip

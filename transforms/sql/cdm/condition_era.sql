@@ -5,5 +5,5 @@ select
     w.condition_era_start_date,
     w.condition_era_end_date,
     w.condition_occurrence_count
-from @stage.work_condition_era as w
+from @work.work_condition_era as w
 inner join @stage.key_map as k on k.tbl = 'condition_era' and k.source_key = w.source_key

@@ -17,5 +17,5 @@ select
     code as condition_source_value,
     source_concept_id as condition_source_concept_id,
     status_source_value as condition_status_source_value
-from @stage.work_event_ids
+from @work.work_event_ids
 where cdm_table = 'condition_occurrence'

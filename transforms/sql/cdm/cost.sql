@@ -13,7 +13,7 @@ with line as (
         sum(amount_allowed) as amount_allowed,
         min(currency_concept_id) as currency_concept_id,
         min(type_concept_id) as type_concept_id
-    from @stage.cost
+    from @work.cost
     where reject is null
     group by visit_source_value
 ),
@@ -22,8 +22,8 @@ coverage as (
     select
         g.visit_source_value,
         min(ppp.payer_plan_period_id) as payer_plan_period_id
-    from @stage.work_visit_group as g
-    inner join @stage.work_person as p on p.person_source_value = g.person_source_value
+    from @work.work_visit_group as g
+    inner join @work.work_person as p on p.person_source_value = g.person_source_value
     inner join @cdm.payer_plan_period as ppp
         on ppp.person_id = p.person_id
         and cast(g.start_datetime as date)
@@ -56,7 +56,7 @@ select
     0 as drg_concept_id,
     cast(null as varchar) as drg_source_value
 from line
-inner join @stage.work_visit as v on v.visit_source_value = line.visit_source_value
+inner join @work.work_visit as v on v.visit_source_value = line.visit_source_value
 inner join @stage.key_map as k
     on k.tbl = 'cost' and k.source_key = md5_number(line.visit_source_value)
 left join coverage on coverage.visit_source_value = line.visit_source_value

@@ -7,6 +7,6 @@ select
     0 as cause_concept_id,
     cast(null as varchar) as cause_source_value,
     0 as cause_source_concept_id
-from @stage.person as p
-inner join @stage.work_person as ids on ids.person_source_value = p.person_source_value
+from @work.person as p
+inner join @work.work_person as ids on ids.person_source_value = p.person_source_value
 where p.reject is null and p.death_datetime is not null

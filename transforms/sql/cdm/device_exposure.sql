@@ -18,5 +18,5 @@ select
     unit_concept_id,
     unit_source_value,
     0 as unit_source_concept_id
-from @stage.work_event_ids
+from @work.work_event_ids
 where cdm_table = 'device_exposure'

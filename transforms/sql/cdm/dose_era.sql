@@ -6,5 +6,5 @@ select
     w.dose_value,
     w.dose_era_start_date,
     w.dose_era_end_date
-from @stage.work_dose_era as w
+from @work.work_dose_era as w
 inner join @stage.key_map as k on k.tbl = 'dose_era' and k.source_key = w.source_key

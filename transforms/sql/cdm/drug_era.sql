@@ -6,5 +6,5 @@ select
     w.drug_era_end_date,
     w.drug_exposure_count,
     w.gap_days
-from @stage.work_drug_era as w
+from @work.work_drug_era as w
 inner join @stage.key_map as k on k.tbl = 'drug_era' and k.source_key = w.source_key

@@ -29,5 +29,5 @@ select
     source_concept_id as drug_source_concept_id,
     route_source_value,
     unit_source_value as dose_unit_source_value
-from @stage.work_event_ids
+from @work.work_event_ids
 where cdm_table = 'drug_exposure'

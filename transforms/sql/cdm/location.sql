@@ -12,4 +12,4 @@ select
     country as country_source_value,
     cast(null as double) as latitude,
     cast(null as double) as longitude
-from @stage.work_location_id
+from @work.work_location_id

@@ -24,5 +24,5 @@ select
     value_source_value,
     cast(null as bigint) as measurement_event_id,
     cast(null as integer) as meas_event_field_concept_id
-from @stage.work_event_ids
+from @work.work_event_ids
 where cdm_table = 'measurement'

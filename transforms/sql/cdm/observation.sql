@@ -22,5 +22,5 @@ select
     value_source_value,
     cast(null as bigint) as observation_event_id,
     cast(null as integer) as obs_event_field_concept_id
-from @stage.work_event_ids
+from @work.work_event_ids
 where cdm_table = 'observation'

@@ -4,5 +4,5 @@ select
     w.observation_period_start_date,
     w.observation_period_end_date,
     32817 as period_type_concept_id
-from @stage.work_observation_period as w
+from @work.work_observation_period as w
 inner join @stage.key_map as k on k.tbl = 'observation_period' and k.source_key = w.source_key

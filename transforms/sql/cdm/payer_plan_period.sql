@@ -18,7 +18,7 @@ select
     0 as stop_reason_concept_id,
     cast(null as varchar) as stop_reason_source_value,
     0 as stop_reason_source_concept_id
-from @stage.payer_plan as pp
-inner join @stage.work_person as p on p.person_source_value = pp.person_source_value
+from @work.payer_plan as pp
+inner join @work.work_person as p on p.person_source_value = pp.person_source_value
 inner join @stage.key_map as k on k.tbl = 'payer_plan_period' and k.source_key = pp.row_key
 where pp.reject is null

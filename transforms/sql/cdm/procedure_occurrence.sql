@@ -15,5 +15,5 @@ select
     code as procedure_source_value,
     source_concept_id as procedure_source_concept_id,
     qualifier_source_value as modifier_source_value
-from @stage.work_event_ids
+from @work.work_event_ids
 where cdm_table = 'procedure_occurrence'

@@ -12,7 +12,7 @@ select
     0 as specialty_source_concept_id,
     p.gender_source_value,
     0 as gender_source_concept_id
-from @stage.provider as p
-inner join @stage.work_provider as ids on ids.provider_source_value = p.provider_source_value
-left join @stage.work_care_site as cs on cs.care_site_source_value = p.care_site_source_value
+from @work.provider as p
+inner join @work.work_provider as ids on ids.provider_source_value = p.provider_source_value
+left join @work.work_care_site as cs on cs.care_site_source_value = p.care_site_source_value
 where p.reject is null

@@ -22,10 +22,10 @@ select
     ) as preceding_visit_detail_id,
     parent.visit_detail_id as parent_visit_detail_id,
     ids.visit_occurrence_id
-from @stage.work_visit_group as g
-inner join @stage.work_visit as ids on ids.visit_source_value = g.visit_source_value
-inner join @stage.work_person as p on p.person_source_value = g.person_source_value
-left join @stage.work_visit as parent on parent.visit_source_value = g.parent_visit_source_value
-left join @stage.work_provider as prov on prov.provider_source_value = g.provider_source_value
-left join @stage.work_care_site as cs on cs.care_site_source_value = g.care_site_source_value
+from @work.work_visit_group as g
+inner join @work.work_visit as ids on ids.visit_source_value = g.visit_source_value
+inner join @work.work_person as p on p.person_source_value = g.person_source_value
+left join @work.work_visit as parent on parent.visit_source_value = g.parent_visit_source_value
+left join @work.work_provider as prov on prov.provider_source_value = g.provider_source_value
+left join @work.work_care_site as cs on cs.care_site_source_value = g.care_site_source_value
 where g.is_detail

@@ -26,8 +26,8 @@ with visit as (
             as admitted_from_source_value,
         max_by(g.discharged_to_source_value, (g.stop_datetime, g.visit_source_value))
             as discharged_to_source_value
-    from @stage.work_visit_group as g
-    inner join @stage.work_visit as ids on ids.visit_source_value = g.visit_source_value
+    from @work.work_visit_group as g
+    inner join @work.work_visit as ids on ids.visit_source_value = g.visit_source_value
     group by ids.visit_occurrence_id
 )
 
@@ -52,6 +52,6 @@ select
         partition by p.person_id order by v.visit_start_datetime, v.visit_occurrence_id
     ) as preceding_visit_occurrence_id
 from visit as v
-inner join @stage.work_person as p on p.person_source_value = v.person_source_value
-left join @stage.work_provider as prov on prov.provider_source_value = v.provider_source_value
-left join @stage.work_care_site as cs on cs.care_site_source_value = v.care_site_source_value
+inner join @work.work_person as p on p.person_source_value = v.person_source_value
+left join @work.work_provider as prov on prov.provider_source_value = v.provider_source_value
+left join @work.work_care_site as cs on cs.care_site_source_value = v.care_site_source_value

@@ -8,7 +8,7 @@
 --   4. 'Maps to value' of the source concept fills value_as_concept_id.
 -- The target's domain picks the CDM table (OMOP domain routing).
 
-create or replace table @stage.work_domain_route as
+create or replace table @work.work_domain_route as
 select *
 from (
     values
@@ -20,10 +20,10 @@ from (
         ('Device', 'device_exposure')
 ) as route (domain_id, cdm_table);
 
-create or replace table @stage.work_concept_lookup as
+create or replace table @work.work_concept_lookup as
 with codes as (
     select distinct code_system, code
-    from @stage.event
+    from @work.event
     where reject is null
 ),
 
@@ -122,12 +122,12 @@ left join (
     group by code_system, code
 ) as sc
     on sc.code_system = codes.code_system and sc.code = codes.code
-left join @stage.work_domain_route as route
+left join @work.work_domain_route as route
     on route.domain_id = coalesce(st.domain_id, '')
 left join maps_to_value as mtv
     on mtv.source_concept_id = coalesce(st.source_concept_id, sc.source_concept_id);
 
 -- A standard target outside the six event domains (e.g. Visit, Spec Anatomic Site)
 -- is recorded in observation, the OHDSI catch-all.
-update @stage.work_concept_lookup set cdm_table = 'observation'
+update @work.work_concept_lookup set cdm_table = 'observation'
 where target_concept_id <> 0 and cdm_table is null;

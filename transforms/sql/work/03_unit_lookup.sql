@@ -4,10 +4,10 @@
 -- the spec's units.vocabulary) wins; else an exact UCUM concept_code match;
 -- else 0, with unit_source_value kept in the CDM row.
 
-create or replace table @stage.work_unit_lookup as
+create or replace table @work.work_unit_lookup as
 with units as (
     select distinct unit_source_value
-    from @stage.event
+    from @work.event
     where reject is null and unit_source_value is not null
 ),
 

@@ -2,9 +2,9 @@
 -- Grain: one row per (staged event, standard target concept). The target's domain
 -- picks cdm_table; an unmapped code (target 0) goes to the table of the file's
 -- default domain, keeping its source value. source_key identifies the CDM row
--- across runs (the staged row's content hash + the target).
+-- across runs (the staged row's content hash combined with the target).
 
-create or replace table @stage.work_event as
+create or replace table @work.work_event as
 select
     e.*,
     lookup.source_concept_id,
@@ -14,12 +14,14 @@ select
     -- a unit that maps to nothing is 0; no unit at all stays NULL
     case when e.unit_source_value is not null then coalesce(unit.unit_concept_id, 0) end
         as unit_concept_id,
-    md5_number(concat(cast(e.row_key as varchar), ':', lookup.target_concept_id)) as source_key
-from @stage.event as e
-inner join @stage.work_concept_lookup as lookup
+    -- xor keeps the key unique per (row, target): two rows' 128-bit hashes would have
+    -- to differ only in their low 31 bits to collide
+    xor(e.row_key, cast(lookup.target_concept_id as uhugeint)) as source_key
+from @work.event as e
+inner join @work.work_concept_lookup as lookup
     on lookup.code_system = e.code_system and lookup.code = e.code
-inner join @stage.work_domain_route as default_route
+inner join @work.work_domain_route as default_route
     on default_route.domain_id = e.default_domain
-left join @stage.work_unit_lookup as unit
+left join @work.work_unit_lookup as unit
     on unit.unit_source_value = e.unit_source_value
 where e.reject is null;

@@ -8,13 +8,13 @@
 --   * Every other encounter is its own visit.
 -- Encounters of a visit that holds more than one become visit_detail rows.
 
-create or replace table @stage.work_visit_group as
+create or replace table @work.work_visit_group as
 with encounter as (
     select
         v.*,
         coalesce(v.end_datetime, v.start_datetime) as stop_datetime,
         v.parent_visit_source_value is null and v.visit_concept_id in (9201, 9203, 262) as is_stay
-    from @stage.visit as v
+    from @work.visit as v
     where v.reject is null
 ),
 

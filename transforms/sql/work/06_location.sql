@@ -1,11 +1,11 @@
 -- Distinct locations (city / state / ZIP / county level) of patients and care sites.
 -- Grain: one row per distinct address tuple; street addresses are never staged.
 
-create or replace table @stage.work_location as
+create or replace table @work.work_location as
 with address as (
-    select city, state, zip, county, country from @stage.person where reject is null
+    select city, state, zip, county, country from @work.person where reject is null
     union
-    select city, state, zip, county, country from @stage.care_site where reject is null
+    select city, state, zip, county, country from @work.care_site where reject is null
 )
 
 select

@@ -4,7 +4,7 @@
 -- are merged, and a gap of 548 days or more between them starts a new period.
 -- A death alone never opens or extends a period.
 
-create or replace table @stage.work_observation_period as
+create or replace table @work.work_observation_period as
 with span as (
     select person_id, visit_start_date as s, visit_end_date as e from @cdm.visit_occurrence
     union all

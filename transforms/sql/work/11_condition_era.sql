@@ -3,7 +3,7 @@
 -- the previous ones. A missing end counts as start + 1 day. Unmapped (0) rows
 -- have no era.
 
-create or replace table @stage.work_condition_era as
+create or replace table @work.work_condition_era as
 with occurrence as (
     select
         person_id,

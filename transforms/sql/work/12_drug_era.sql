@@ -5,7 +5,7 @@
 -- start when the source had no end). gap_days = era length - days exposed, where
 -- overlapping exposures count once.
 
-create or replace table @stage.work_drug_era as
+create or replace table @work.work_drug_era as
 with ingredient as (
     select ca.descendant_concept_id as drug_concept_id, ca.ancestor_concept_id as ingredient_id
     from @vocab.concept_ancestor as ca

@@ -4,7 +4,7 @@
 -- ingredient, unit and dose merge when the next starts within 30 days of the end
 -- of the previous ones. No drug_strength row, no dose era.
 
-create or replace table @stage.work_dose_era as
+create or replace table @work.work_dose_era as
 with exposure as (
     select
         de.person_id,

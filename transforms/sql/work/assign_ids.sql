@@ -7,7 +7,7 @@ create table if not exists @stage.key_map (tbl varchar, source_key uhugeint, id 
 
 insert into @stage.key_map
 with wanted as (
-    select distinct tbl, source_key from @stage.@keys
+    select distinct tbl, source_key from @work.@keys
 ),
 
 new_key as (
