@@ -120,29 +120,53 @@ def csv_source(path: Path, header: list[str]) -> str:
     )
 
 
+# Odd 64-bit multiplier (2^64 / golden ratio): k -> k * MIX is injective, and so is the XOR.
+MIX = 0x9E3779B97F4A7C15
+
+
 def new_id_sql(column: str) -> str:
-    """SQL for the clone-``k`` id of ``column``: original for k = 0, else a UUID from md5."""
-    col = f"src.{sql_ident(column)}"
+    """SQL for the clone-``k`` value of an id column: the original for k = 0, else a UUID.
+
+    ``src._h_<column>`` is ``md5_number(original)``, hashed once per source row;
+    clone k XORs it with ``k * MIX`` and formats the 128 bits as a UUID.
+    """
+    hashed = f"src.{sql_ident('_h_' + column)}"
     return (
-        f"case when copies.k = 0 then {col} "
-        f"else cast(cast(md5_number({col} || ':' || copies.k) as uuid) as varchar) end"
+        f"case when copies.k = 0 then src.{sql_ident(column)} "
+        f"else cast(cast(xor({hashed}, cast(copies.k as uhugeint) * {MIX}::uhugeint) as uuid) "
+        "as varchar) end"
     )
 
 
-def clone_sql(path: Path, out: Path, copies: int) -> tuple[str, list[str]]:
-    """The COPY statement that writes ``copies`` clones of ``path`` to ``out``."""
+def clone_file(
+    con: duckdb.DuckDBPyConnection, path: Path, out: Path, copies: int
+) -> tuple[int, list[str]]:
+    """Write ``copies`` clones of ``path`` to ``out``, copy after copy; (rows, remapped columns).
+
+    The source file is read once into a temporary table (row i at rowid i, with
+    its ids hashed); the output streams from ``range(copies * rows)``, row j being
+    source row ``j % rows`` of copy ``j // rows``.
+    """
     header = read_header(path)
     remapped = [h for h in header if h in ID_COLUMNS]
+    hashes = "".join(f", md5_number({sql_ident(h)}) as {sql_ident('_h_' + h)}" for h in remapped)
+    con.execute(
+        f"create or replace temp table src as select *{hashes} from {csv_source(path, header)}"
+    ).fetchall()
+    rows = con.execute("select count(*) from src").fetchall()[0][0]
     select = ", ".join(
         f"{new_id_sql(h) if h in ID_COLUMNS else 'src.' + sql_ident(h)} as {sql_ident(h)}"
         for h in header
     )
-    sql = (
-        f"copy (select {select} from range({int(copies)}) as copies(k) "
-        f"cross join {csv_source(path, header)} as src) "
-        f"to {sql_string(str(out))} (format csv, header true, delimiter ',', quote '\"')"
-    )
-    return sql, remapped
+    written = con.execute(
+        f"copy (select {select} from (select j // {rows} as k, j % {rows} as i "
+        f"from range({int(copies) * rows}) as r(j)) as copies "
+        "join src on src.rowid = copies.i) "
+        f"to {sql_string(str(out))} "
+        "(format csv, header true, delimiter ',', quote '\"', comment '')"
+    ).fetchall()[0][0]
+    con.execute("drop table src").fetchall()
+    return written, remapped
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -161,9 +185,9 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 
 def count_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """Data rows of a CSV file (header excluded)."""
-    return con.execute(f"select count(*) from {csv_source(path, read_header(path))}").fetchall()[
+    return con.execute(f"select count(*) from {csv_source(path, read_header(path))}").fetchall()[0][
         0
-    ][0]
+    ]
 
 
 def scale_export(
@@ -194,8 +218,8 @@ def scale_export(
                 shutil.copyfile(path, target)
                 rows, remapped, cloned = count_rows(con, target), [], False
             else:
-                sql, remapped = clone_sql(path, target, copies)
-                rows, cloned = con.execute(sql).fetchall()[0][0], True
+                rows, remapped = clone_file(con, path, target, copies)
+                cloned = True
             files[path.name] = FileStats(rows, target.stat().st_size, cloned, remapped)
             if verbose:
                 what = f"x{copies}, new ids in {', '.join(remapped)}" if cloned else "copied"
@@ -204,9 +228,7 @@ def scale_export(
         con.close()
     result = ScaledExport(str(source.resolve()), copies, files, time.perf_counter() - started)
     (partial / MARKER).write_text(
-        json.dumps(
-            {**asdict(result), "rows": result.rows, "bytes": result.bytes}, indent=2
-        ),
+        json.dumps({**asdict(result), "rows": result.rows, "bytes": result.bytes}, indent=2),
         encoding="utf-8",
     )
     if out.exists():
@@ -222,8 +244,10 @@ def load_marker(out: Path) -> ScaledExport | None:
     except (OSError, ValueError):
         return None
     files = {name: FileStats(**stats) for name, stats in data["files"].items()}
-    if not all((out / name).is_file() and (out / name).stat().st_size == f.bytes
-               for name, f in files.items()):
+    if not all(
+        (out / name).is_file() and (out / name).stat().st_size == f.bytes
+        for name, f in files.items()
+    ):
         return None
     return ScaledExport(data["source"], data["copies"], files, data["seconds"])
 

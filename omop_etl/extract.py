@@ -22,7 +22,7 @@ import duckdb
 from omop_etl.errors import EtlError
 from omop_etl.spec import ColumnRule, FileSpec, SiteSpec
 from omop_etl.sql import Ident, literal, quote_ident, render
-from omop_etl.staging import SQL_TYPES, TARGETS, staging_ddl
+from omop_etl.staging import KEYED_BY_CONTENT, SQL_TYPES, TARGETS, staging_ddl
 
 REJECTS_DDL = """
 create table if not exists {stage}.rejects (
@@ -197,11 +197,18 @@ def _file_select(
     reason += " end" if checks or where_filter else ""
     if not checks and not where_filter:
         reason = "cast(null as varchar)"
-    key_parts = ", ".join(f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields)
+    if fs.target in KEYED_BY_CONTENT:
+        # persisted in the key map: md5 is the same in every DuckDB version
+        parts = ", ".join(f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields)
+        row_key = f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {parts}))"
+    else:
+        # only matched within one run (duplicates, rejects): the fast hash will do
+        names = ", ".join(map(quote_ident, fields))
+        row_key = f"cast(hash({literal(fs.name)}, {names}) as uhugeint)"
     outer = [
         f"{literal(batch_id)} as batch_id",
         f"{literal(fs.name)} as source_file",
-        f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {key_parts})) as row_key",
+        f"{row_key} as row_key",
         f"{reason} as reject",
         *(quote_ident(n) for n in fields),
     ]
@@ -264,9 +271,21 @@ def extract_site(
             header, malformed = _stage_file(con, spec, fs, path, stage_sql, work_sql, batch_id)
             staged.append((fs, path, header, malformed))
     con.execute(render(_REFERENTIAL_SQL, {"work": work}))
+    counts = _row_counts(con, work_sql, {fs.target for fs, *_ in staged}, batch_id)
     for fs, path, header, malformed in staged:
         results.append(
-            _account(con, spec, fs, path, header, malformed, stage_sql, work_sql, batch_id)
+            _account(
+                con,
+                spec,
+                fs,
+                path,
+                header,
+                malformed,
+                counts.get(fs.name, (0, 0, 0)),
+                stage_sql,
+                work_sql,
+                batch_id,
+            )
         )
     return results
 
@@ -283,6 +302,23 @@ _REFERENTIAL_FIELD = {
     "duplicate:provider": "provider_source_value",
     "duplicate:event": None,
 }
+
+
+def _row_counts(
+    con: duckdb.DuckDBPyConnection, work_sql: str, targets: set[str], batch_id: str
+) -> dict[str, tuple[int, int, int]]:
+    """(loaded, rejected, filtered) staging rows per source file, one scan per target."""
+    counts = {}
+    for target in sorted(targets):
+        for name, *numbers in con.execute(
+            f"select source_file, count(*) filter (where reject is null), "
+            f"count(*) filter (where reject not like 'filter:%'), "
+            f"count(*) filter (where reject like 'filter:%') "
+            f"from {work_sql}.{quote_ident(target)} where batch_id = ? group by source_file",
+            [batch_id],
+        ).fetchall():
+            counts[name] = tuple(numbers)
+    return counts
 
 
 def _count_records(con: duckdb.DuckDBPyConnection, path: Path, fs: FileSpec) -> int:
@@ -335,19 +371,13 @@ def _account(
     path: Path,
     header: list[str],
     malformed: int,
+    counts: tuple[int, int, int],
     stage_sql: str,
     work_sql: str,
     batch_id: str,
 ) -> FileResult:
     """Count what became of a file's rows; record its rejects with their record numbers."""
-    table = f"{work_sql}.{quote_ident(fs.target)}"
-    loaded, rejected, filtered = con.execute(
-        f"select count(*) filter (where reject is null), "
-        f"count(*) filter (where reject not like 'filter:%'), "
-        f"count(*) filter (where reject like 'filter:%') "
-        f"from {table} where source_file = ? and batch_id = ?",
-        [fs.name, batch_id],
-    ).fetchall()[0]
+    loaded, rejected, filtered = counts
     if rejected:
         _record_rejects(con, spec, fs, path, header, stage_sql, work_sql, batch_id)
     return FileResult(

@@ -136,6 +136,10 @@ TARGETS: dict[str, dict[str, StagingField]] = {
     ),
 }
 
+# Targets whose row_key names a CDM row in the persisted key map (and so must be a
+# hash that never changes): events and coverage periods have no id of their own.
+KEYED_BY_CONTENT = {"event", "payer_plan"}
+
 SQL_TYPES = {
     "text": "VARCHAR",
     "int": "INTEGER",
