@@ -3,13 +3,19 @@
     python benchmarks/scale_synthea.py --copies N --out DIR [--source DIR] [--threads T]
 
 Reference files (organizations, providers, payers) are copied as they are. Every
-other file is cloned N times by one streaming DuckDB ``COPY`` statement per file:
-``range(N) CROSS JOIN read_csv(file)``. In clone ``k`` every column that holds a
-patient-linked id (``ID_COLUMNS``) becomes ``md5_number(original || ':' || k)``
-cast to UUID, so the same original id maps to the same new id in every file of a
-copy and copies never collide; copy 0 keeps the original ids. Columns naming
-organizations, providers or payers keep their values. Header, column order and
-empty fields are kept; DuckDB quotes a field only when it needs it.
+other file is cloned N times by one streaming DuckDB ``COPY`` statement per file,
+copy after copy (copy 0 = the source rows in their order, then copy 1, ...).
+
+New ids: in copy ``k >= 1`` every column holding a patient-linked id
+(``ID_COLUMNS``) becomes ``uuid(md5_number(original) XOR k * MIX)``, a function of
+(original id, k) only: the same original id maps to the same new id in every file
+of a copy (so foreign keys stay consistent, and PATIENTINSURANCEID stays equal to
+PATIENTID where it was), and for a given id the k copies differ (``k -> k * MIX``
+is injective); collisions between different ids need a 128-bit md5 coincidence.
+Copy 0 keeps the original ids. Columns naming organizations, providers or payers
+keep their values. Header, column order and empty fields are kept, and a field is
+quoted only when it must be (delimiter, quote or newline inside), as in the
+source: copy 0 of the bundled sample is byte-identical to it.
 
 A marker file (``MARKER``) with the row and byte counts is written last: a folder
 without it is an incomplete export.
@@ -111,7 +117,7 @@ def read_header(path: Path) -> list[str]:
 
 
 def csv_source(path: Path, header: list[str]) -> str:
-    """``read_csv`` of a Synthea file as the pipeline reads it: every column VARCHAR, no sniffing."""
+    """``read_csv`` as the pipeline reads a Synthea file: every column VARCHAR, no sniffing."""
     columns = ", ".join(f"{sql_string(h)}: 'VARCHAR'" for h in header)
     return (
         f"read_csv({sql_string(str(path))}, header = true, auto_detect = false, "

@@ -185,6 +185,7 @@ files:
       end_datetime: stop
       visit_concept_id: {{column: class, map: visit, default: 0}}
       visit_class_source_value: class
+      parent_visit_source_value: parent
   - name: diagnoses
     pattern: diagnoses.csv
     target: event
@@ -242,7 +243,7 @@ class TinySite:
 
     COLUMNS: ClassVar[dict[str, list[str]]] = {
         "patients": ["id", "birth", "death", "sex"],
-        "visits": ["id", "patient", "start", "stop", "class"],
+        "visits": ["id", "patient", "start", "stop", "class", "parent"],
         "diagnoses": ["patient", "visit", "code", "system", "start", "stop", "value", "unit"],
         "drugs": ["patient", "code", "start", "stop", "days", "qty"],
     }
@@ -250,9 +251,18 @@ class TinySite:
     def patient(self, pid: str, birth: str = "1970-01-01", death: str = "", sex: str = "M"):
         self.tables["patients"].append({"id": pid, "birth": birth, "death": death, "sex": sex})
 
-    def visit(self, vid: str, patient: str, start: str, stop: str, cls: str = "OP"):
+    def visit(
+        self, vid: str, patient: str, start: str, stop: str, cls: str = "OP", parent: str = ""
+    ):
         self.tables["visits"].append(
-            {"id": vid, "patient": patient, "start": start, "stop": stop, "class": cls}
+            {
+                "id": vid,
+                "patient": patient,
+                "start": start,
+                "stop": stop,
+                "class": cls,
+                "parent": parent,
+            }
         )
 
     def diagnosis(

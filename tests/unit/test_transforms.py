@@ -182,6 +182,27 @@ def test_emergency_then_inpatient_is_one_visit_262_with_two_details(tiny):
     ) == [("er", None), ("op", "er"), ("ip2", "op")]
 
 
+def test_a_sub_encounter_is_a_visit_detail_of_its_parents_visit(tiny):
+    tiny.patient("p1")
+    tiny.visit("stay", "p1", "2020-01-01 10:00", "2020-01-03 10:00", "OP")
+    tiny.visit("ward", "p1", "2020-01-01 12:00", "2020-01-02 10:00", "OP", parent="stay")
+    tiny.diagnosis("p1", "C1", "2020-01-01", visit="ward")
+    summary = tiny.run()
+    assert summary.rows["visit_occurrence"] == 1
+    assert tiny.query(
+        "select d.visit_detail_source_value, parent.visit_detail_source_value "
+        "from cdm_tiny.visit_detail d "
+        "left join cdm_tiny.visit_detail parent "
+        "on parent.visit_detail_id = d.parent_visit_detail_id order by 1"
+    ) == [("stay", None), ("ward", "stay")]
+    assert tiny.query(
+        "select v.visit_source_value, d.visit_detail_source_value "
+        "from cdm_tiny.condition_occurrence c "
+        "join cdm_tiny.visit_occurrence v using (visit_occurrence_id) "
+        "join cdm_tiny.visit_detail d using (visit_detail_id)"
+    ) == [("stay", "ward")]
+
+
 def _snapshot(tiny) -> dict[str, list[tuple]]:
     tables = [
         "person",
