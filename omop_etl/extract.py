@@ -270,6 +270,9 @@ def extract_site(
                 continue
             header, malformed = _stage_file(con, spec, fs, path, stage_sql, work_sql, batch_id)
             staged.append((fs, path, header, malformed))
+    for target, key in DUPLICATE_KEYS.items():
+        params = {"work": work, "target": Ident(target), "key": Ident(key)}
+        con.execute(render(_DUPLICATE_SQL, {**params, "rule": f"duplicate:{target}"}))
     con.execute(render(_REFERENTIAL_SQL, {"work": work}))
     counts = _row_counts(con, work_sql, {fs.target for fs, *_ in staged}, batch_id)
     for fs, path, header, malformed in staged:
@@ -290,7 +293,17 @@ def extract_site(
     return results
 
 
-_REFERENTIAL_SQL = (Path(__file__).with_name("referential.sql")).read_text(encoding="utf-8")
+_REFERENTIAL_SQL = Path(__file__).with_name("referential.sql").read_text(encoding="utf-8")
+_DUPLICATE_SQL = Path(__file__).with_name("duplicate.sql").read_text(encoding="utf-8")
+
+# The key that makes two staging rows the same thing, per target.
+DUPLICATE_KEYS = {
+    "person": "person_source_value",
+    "visit": "visit_source_value",
+    "care_site": "care_site_source_value",
+    "provider": "provider_source_value",
+    "event": "row_key",
+}
 
 # Rules given by referential.sql, and the staging field each one is about.
 _REFERENTIAL_FIELD = {

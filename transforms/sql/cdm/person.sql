@@ -21,12 +21,8 @@ select
     0 as ethnicity_source_concept_id
 from @work.person as p
 inner join @work.work_person as ids on ids.person_source_value = p.person_source_value
-left join @work.work_location_id as loc
-    on loc.city is not distinct from p.city
-    and loc.state is not distinct from p.state
-    and loc.zip is not distinct from p.zip
-    and loc.county is not distinct from p.county
-    and loc.country is not distinct from p.country
+left join @work.work_address_location as loc
+    on loc.owner = 'person' and loc.owner_id = p.person_source_value
 left join @work.work_provider as prov on prov.provider_source_value = p.provider_source_value
 left join @work.work_care_site as cs on cs.care_site_source_value = p.care_site_source_value
 where p.reject is null

@@ -1,11 +1,16 @@
--- Distinct locations (city / state / ZIP / county level) of patients and care sites.
--- Grain: one row per distinct address tuple; street addresses are never staged.
+-- Locations (city / state / ZIP / county level) of patients and care sites.
+-- work_address: one row per patient or care site with an address;
+-- work_location: one row per distinct address. Street addresses are never staged.
 
-create or replace table @work.work_location as
+create or replace table @work.work_address as
 with address as (
-    select city, state, zip, county, country from @work.person where reject is null
-    union
-    select city, state, zip, county, country from @work.care_site where reject is null
+    select 'person' as owner, person_source_value as owner_id, city, state, zip, county, country
+    from @work.person
+    where reject is null
+    union all
+    select 'care_site', care_site_source_value, city, state, zip, county, country
+    from @work.care_site
+    where reject is null
 )
 
 select
@@ -14,3 +19,7 @@ select
         coalesce(county, ''), coalesce(country, ''))) as location_key
 from address
 where coalesce(city, state, zip, county, country) is not null;
+
+create or replace table @work.work_location as
+select distinct city, state, zip, county, country, location_key
+from @work.work_address;

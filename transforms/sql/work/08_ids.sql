@@ -37,3 +37,8 @@ create or replace table @work.work_location_id as
 select l.*, k.id as location_id
 from @work.work_location as l
 inner join @stage.key_map as k on k.tbl = 'location' and k.source_key = l.location_key;
+
+create or replace table @work.work_address_location as
+select a.owner, a.owner_id, k.id as location_id
+from @work.work_address as a
+inner join @stage.key_map as k on k.tbl = 'location' and k.source_key = a.location_key;
