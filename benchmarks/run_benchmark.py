@@ -241,6 +241,17 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def phase(step: str) -> str:
+    """The pipeline phase of a progress message of run_site."""
+    if step == "start":
+        return "open"
+    if step.startswith("extract"):
+        return "extract (+ referential checks)"
+    if step in ("publish", "indexes"):
+        return "publish (+ reconciliation, counts)"
+    return "transforms"
+
+
 def print_details(m: Measurement) -> None:
     """Figures of one N, as soon as they are measured."""
     if m.skipped:
@@ -258,21 +269,12 @@ def print_details(m: Measurement) -> None:
     print(f"  vocabulary load (untimed): {m.vocab_seconds:.1f} s")
     if m.pipeline_seconds is not None:
         p = m.pipeline
-        steps = p.result["steps"]
-        extract = p.result["extract_seconds"]
-        transforms = sum(s for k, s in steps.items() if not k.startswith(("extract", "index")))
-        transforms -= steps.get("publish", 0.0)
-        print(
-            f"  pipeline: {m.pipeline_seconds:.2f} s (child process {p.wall:.1f} s), "
-            f"{m.cdm_rows:,} CDM rows, {m.rows / m.pipeline_seconds:,.0f} input rows/s, "
-            f"peak RSS {p.peak_rss_mib:,.0f} MiB, warehouse {m.warehouse_bytes / MIB:,.0f} MiB"
-        )
-        print(
-            f"    extract {extract:.2f} s, transforms {transforms:.2f} s, "
-            f"indexes {steps.get('indexes', 0.0):.2f} s, publish {steps.get('publish', 0.0):.2f} s"
-        )
+        phases: dict[str, float] = {}
+        for step, seconds in p.result["steps"].items():
+            phases[phase(step)] = phases.get(phase(step), 0.0) + seconds
+        print("    " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
         slow = sorted(
-            ((s, k) for k, s in steps.items() if not k.startswith(("extract", "index", "publish"))),
+            ((s, k) for k, s in p.result["steps"].items() if phase(k) == "transforms"),
             reverse=True,
         )[:4]
         print("    slowest transform steps: " + ", ".join(f"{k} {s:.2f} s" for s, k in slow))

@@ -38,6 +38,8 @@ import duckdb
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = PROJECT_ROOT / "mappings" / "samples" / "synthea_ma27"
 MARKER = "_scaled_export.json"
+# 2^64 / golden ratio: clone k XORs an id's 128-bit md5 with k * MIX (distinct for every k).
+MIX = 0x9E3779B97F4A7C15
 
 # Reference data shared by all patients: copied unchanged, never cloned.
 REFERENCE_FILES = frozenset({"organizations.csv", "providers.csv", "payers.csv"})
@@ -126,10 +128,6 @@ def csv_source(path: Path, header: list[str]) -> str:
     )
 
 
-# Odd 64-bit multiplier (2^64 / golden ratio): k -> k * MIX is injective, and so is the XOR.
-MIX = 0x9E3779B97F4A7C15
-
-
 def new_id_sql(column: str) -> str:
     """SQL for the clone-``k`` value of an id column: the original for k = 0, else a UUID.
 
@@ -159,7 +157,7 @@ def clone_file(
     con.execute(
         f"create or replace temp table src as select *{hashes} from {csv_source(path, header)}"
     ).fetchall()
-    rows = con.execute("select count(*) from src").fetchall()[0][0]
+    rows = max(con.execute("select count(*) from src").fetchall()[0][0], 1)
     select = ", ".join(
         f"{new_id_sql(h) if h in ID_COLUMNS else 'src.' + sql_ident(h)} as {sql_ident(h)}"
         for h in header
@@ -191,9 +189,8 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 
 def count_rows(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """Data rows of a CSV file (header excluded)."""
-    return con.execute(f"select count(*) from {csv_source(path, read_header(path))}").fetchall()[0][
-        0
-    ]
+    source = csv_source(path, read_header(path))
+    return con.execute(f"select count(*) from {source}").fetchall()[0][0]
 
 
 def scale_export(

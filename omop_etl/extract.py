@@ -25,13 +25,13 @@ from omop_etl.sql import Ident, literal, quote_ident, render
 from omop_etl.staging import KEYED_BY_CONTENT, SQL_TYPES, TARGETS, staging_ddl
 
 REJECTS_DDL = """
-create table if not exists {stage}.rejects (
+create table if not exists {schema}.rejects (
     batch_id varchar, source_file varchar, file_path varchar, record_no bigint,
     "column" varchar, rule varchar, raw_value varchar
 )"""
 
 RECONCILIATION_DDL = """
-create table if not exists {stage}.reconciliation (
+create table if not exists {schema}.reconciliation (
     batch_id varchar, source_file varchar, file_path varchar, target varchar,
     rows_read bigint, rows_loaded bigint, rows_rejected bigint, rows_filtered bigint,
     note varchar
@@ -222,30 +222,22 @@ def extract_site(
     con: duckdb.DuckDBPyConnection,
     spec: SiteSpec,
     input_dir: Path,
-    stage: str,
+    work: Ident,
     batch_id: str,
     progress: Any = None,
-    work: Ident | None = None,
 ) -> list[FileResult]:
     """Load every file of the export into the staging tables of schema ``work``.
 
-    ``work`` (default: ``stage``; may be qualified, ``Ident(catalog, schema)``) holds the
-    batch's staging tables, emptied first; ``stage`` keeps what lasts: rejects and
-    reconciliation, whose rows of this batch are replaced. Returns, per source
-    file, rows read = loaded + rejected + filtered.
+    ``work`` holds one batch: its staging tables and its ``rejects`` are created
+    anew. Returns, per source file, rows read = loaded + rejected + filtered.
     """
-    stage_sql = quote_ident(stage)
-    work = work or Ident(stage)
     work_sql = render("@w", {"w": work})
-    con.execute(f"create schema if not exists {stage_sql}")
     con.execute(f"create schema if not exists {work_sql}")
     for target in TARGETS:
         con.execute(f"drop table if exists {work_sql}.{quote_ident(target)}")
         con.execute(staging_ddl(work_sql, target))
-    con.execute(REJECTS_DDL.format(stage=stage_sql))
-    con.execute(RECONCILIATION_DDL.format(stage=stage_sql))
-    for table in ("rejects", "reconciliation"):
-        con.execute(f"delete from {stage_sql}.{table} where batch_id = ?", [batch_id])
+    con.execute(f"drop table if exists {work_sql}.rejects")
+    con.execute(REJECTS_DDL.format(schema=work_sql))
 
     files = find_files(input_dir, spec)
     staged: list[tuple[FileSpec, Path, list[str], int]] = []
@@ -268,7 +260,7 @@ def extract_site(
                     )
                 )
                 continue
-            header, malformed = _stage_file(con, spec, fs, path, stage_sql, work_sql, batch_id)
+            header, malformed = _stage_file(con, spec, fs, path, work_sql, batch_id)
             staged.append((fs, path, header, malformed))
     for target, key in DUPLICATE_KEYS.items():
         params = {"work": work, "target": Ident(target), "key": Ident(key)}
@@ -285,7 +277,6 @@ def extract_site(
                 header,
                 malformed,
                 counts.get(fs.name, (0, 0, 0)),
-                stage_sql,
                 work_sql,
                 batch_id,
             )
@@ -350,7 +341,6 @@ def _stage_file(
     spec: SiteSpec,
     fs: FileSpec,
     path: Path,
-    stage_sql: str,
     work_sql: str,
     batch_id: str,
 ) -> tuple[list[str], int]:
@@ -374,7 +364,7 @@ def _stage_file(
         raise EtlError(
             f"site {spec.site}, file {path.name} ({fs.name}): {_first_line(exc)}"
         ) from exc
-    return header, _malformed_rows(con, tag, stage_sql, batch_id, fs.name, path)
+    return header, _malformed_rows(con, tag, work_sql, batch_id, fs.name, path)
 
 
 def _account(
@@ -385,14 +375,13 @@ def _account(
     header: list[str],
     malformed: int,
     counts: tuple[int, int, int],
-    stage_sql: str,
     work_sql: str,
     batch_id: str,
 ) -> FileResult:
     """Count what became of a file's rows; record its rejects with their record numbers."""
     loaded, rejected, filtered = counts
     if rejected:
-        _record_rejects(con, spec, fs, path, header, stage_sql, work_sql, batch_id)
+        _record_rejects(con, spec, fs, path, header, work_sql, batch_id)
     return FileResult(
         fs.name,
         str(path),
@@ -405,7 +394,7 @@ def _account(
 
 
 def _malformed_rows(
-    con: duckdb.DuckDBPyConnection, tag: str, stage_sql: str, batch_id: str, name: str, path: Path
+    con: duckdb.DuckDBPyConnection, tag: str, work_sql: str, batch_id: str, name: str, path: Path
 ) -> int:
     """Copy rows the CSV parser itself refused (wrong field count, bad quoting) to rejects.
 
@@ -413,7 +402,7 @@ def _malformed_rows(
     """
     errors = quote_ident(tag + "_errors")
     con.execute(
-        f"insert into {stage_sql}.rejects select ?, ?, ?, line, "
+        f"insert into {work_sql}.rejects select ?, ?, ?, line, "
         f"string_agg(column_name, ', ' order by column_idx), "
         f"'malformed_row:' || replace(lower(min(error_type)), ' ', '_'), "
         f"trim(min(csv_line), chr(13) || chr(10)) "
@@ -436,7 +425,6 @@ def _record_rejects(
     fs: FileSpec,
     path: Path,
     header: list[str],
-    stage_sql: str,
     work_sql: str,
     batch_id: str,
 ) -> None:
@@ -471,7 +459,7 @@ def _record_rejects(
     table = f"{work_sql}.{quote_ident(fs.target)}"
     first_line = 2 if fs.read["header"] else 1
     sql = f"""
-        insert into {stage_sql}.rejects
+        insert into {work_sql}.rejects
         with staged as (
             select row_key, reject, count(*) as n
             from {table}

@@ -19,7 +19,7 @@ import duckdb
 
 from omop_etl import __version__, schema, settings
 from omop_etl.errors import EtlError
-from omop_etl.extract import FileResult, extract_site
+from omop_etl.extract import RECONCILIATION_DDL, REJECTS_DDL, FileResult, extract_site
 from omop_etl.spec import SiteSpec, load_spec
 from omop_etl.sql import Ident, quote_ident, render
 from omop_etl.warehouse import Target, connect
@@ -75,6 +75,7 @@ def run_site(
         cdm = settings.cdm_schema(spec.site)
         # Staging, work tables and the new CDM are built in memory beside the published
         # CDM (DuckDB spills to its temp folder beyond the memory limit), then published.
+        con.execute(f"create schema if not exists {quote_ident(stage)}")  # the key map's home
         catalog = con.execute("select current_database()").fetchall()[0][0]
         con.execute(f"attach ':memory:' as {SCRATCH}")
         work = Ident(SCRATCH, stage)
@@ -85,9 +86,7 @@ def run_site(
             if progress:
                 progress(f"extract {name}: {path.name}")
 
-        files = extract_site(
-            con, spec, input_dir, stage, batch_id, progress=file_progress, work=work
-        )
+        files = extract_site(con, spec, input_dir, work, batch_id, progress=file_progress)
         source_release = _source_release_date(con, work)
         params = {
             # views built in the scratch database resolve names there: qualify
@@ -113,15 +112,9 @@ def run_site(
         run_transforms(con, params, progress=step_progress)
         if progress:
             progress("publish")
-        _publish(con, build, cdm)
-        _store_reconciliation(con, stage, batch_id, files)
+        _publish(con, Batch(batch_id, files, work, stage), build, cdm)
         con.execute(f"detach {SCRATCH}")
-        rows = {
-            t: con.execute(f"select count(*) from {quote_ident(cdm)}.{quote_ident(t)}").fetchall()[
-                0
-            ][0]
-            for t in schema.cdm_tables()
-        }
+        rows = {t: _count(con, cdm, t) for t in schema.cdm_tables()}
         rejects = dict(
             con.execute(
                 f"select rule, count(*) from {quote_ident(stage)}.rejects where batch_id = ? "
@@ -174,11 +167,22 @@ def _spec_digest(spec: SiteSpec) -> str:
     return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
 
 
-def _publish(con: duckdb.DuckDBPyConnection, build: Ident, cdm: str) -> None:
+@dataclass(frozen=True)
+class Batch:
+    """A batch on its way to publishing: its files' fates, its scratch and lasting schemas."""
+
+    batch_id: str
+    files: list[FileResult]
+    work: Ident
+    stage: str
+
+
+def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: str) -> None:
     """Swap the built CDM in for the published one, in one transaction.
 
     The written tables are dropped and recreated from the CDM DDL (NOT NULL
     enforced on the way in), filled from the build, and get their primary keys.
+    The batch's rejects and reconciliation are stored in the same transaction.
     A reader sees the old CDM or the new one, never a mix; a failure leaves the
     old one.
     """
@@ -186,6 +190,7 @@ def _publish(con: duckdb.DuckDBPyConnection, build: Ident, cdm: str) -> None:
     build_sql = render("@b", {"b": build})
     con.execute("begin transaction")
     try:
+        _store_batch_records(con, batch)
         for table in CDM_TABLES_WRITTEN:
             con.execute(f"drop table if exists {cdm_sql}.{quote_ident(table)}")
         schema.create_schema(con, cdm, tables=schema.cdm_tables())
@@ -204,12 +209,19 @@ def _publish(con: duckdb.DuckDBPyConnection, build: Ident, cdm: str) -> None:
         raise
 
 
-def _store_reconciliation(
-    con: duckdb.DuckDBPyConnection, stage: str, batch_id: str, files: list[FileResult]
-) -> None:
+def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """The batch's rejects and reconciliation, replacing an earlier run's of the same batch."""
+    stage = quote_ident(batch.stage)
+    con.execute(REJECTS_DDL.format(schema=stage))
+    con.execute(RECONCILIATION_DDL.format(schema=stage))
+    for table in ("rejects", "reconciliation"):
+        con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
+    con.execute(
+        f"insert into {stage}.rejects select * from {render('@w', {'w': batch.work})}.rejects"
+    )
     rows = [
         (
-            batch_id,
+            batch.batch_id,
             f.source_file,
             f.path,
             f.target,
@@ -219,13 +231,17 @@ def _store_reconciliation(
             f.rows_filtered,
             f.note,
         )
-        for f in files
+        for f in batch.files
     ]
     if rows:
         con.executemany(
-            f"insert into {quote_ident(stage)}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            f"insert into {stage}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
+
+
+def _count(con: duckdb.DuckDBPyConnection, schema_name: str, table: str) -> int:
+    sql = f"select count(*) from {quote_ident(schema_name)}.{quote_ident(table)}"
+    return con.execute(sql).fetchall()[0][0]
 
 
 def run_demo_site(target: Target, progress: Progress | None = None) -> RunSummary:
