@@ -34,6 +34,8 @@ from typing import Any
 
 import duckdb
 
+from omop_etl import settings
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scale_synthea import DEFAULT_SOURCE, REFERENCE_FILES, load_marker, scale_export
@@ -57,7 +59,7 @@ class Child:
 
     @property
     def error(self) -> str | None:
-        if self.status == 0 and "error" not in self.result:
+        if self.status == 0 and "seconds" in self.result:
             return None
         tail = self.log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return self.result.get("error") or f"exit status {self.status}: {tail[0]}"
@@ -96,7 +98,9 @@ class Measurement:
 
     @property
     def cdm_rows(self) -> int | None:
-        return sum(self.pipeline.result["rows"].values()) if self.pipeline_seconds else None
+        if self.pipeline is None or self.pipeline_seconds is None:
+            return None
+        return sum(self.pipeline.result["rows"].values())
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ TARGETS = (
         10000,
         "pipeline peak RSS",
         "<= 3 GiB (3072 MiB)",
-        lambda m: m.pipeline.peak_rss_mib if m.pipeline_seconds else None,
+        lambda m: m.pipeline.peak_rss_mib if m.pipeline and m.pipeline_seconds else None,
         "MiB",
         3072.0,
     ),
@@ -151,6 +155,10 @@ def estimated_bytes(source: Path, copies: int) -> int:
         p.stat().st_size * (1 if p.name in REFERENCE_FILES else copies)
         for p in source.glob("*.csv")
     )
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def warm_page_cache(folder: Path) -> None:
@@ -187,9 +195,12 @@ def measure(copies: int, source: Path, threads: int, keep_warehouse: bool) -> Me
         cached = scale_export(source, export, copies)
         m.generate_seconds = cached.seconds
     m.patients, m.rows, m.bytes = cached.patients, cached.rows, cached.bytes
-    warm_page_cache(export)
+    if m.bytes < physical_memory() // 2:
+        warm_page_cache(export)
+    else:
+        print("  export larger than half the RAM: both readers read it from disk")
 
-    memory_limit = os.environ.get("OMOP_ETL_MEMORY_LIMIT", "2GB")
+    memory_limit = settings.duckdb_memory_limit()
     m.read_once = run_child(
         [
             "read-once",
@@ -269,6 +280,11 @@ def print_details(m: Measurement) -> None:
     print(f"  vocabulary load (untimed): {m.vocab_seconds:.1f} s")
     if m.pipeline_seconds is not None:
         p = m.pipeline
+        print(
+            f"  pipeline: {m.pipeline_seconds:.2f} s (child process {p.wall:.1f} s), "
+            f"{m.cdm_rows:,} CDM rows, {m.rows / m.pipeline_seconds:,.0f} input rows/s, "
+            f"peak RSS {p.peak_rss_mib:,.0f} MiB, warehouse {m.warehouse_bytes / MIB:,.0f} MiB"
+        )
         phases: dict[str, float] = {}
         for step, seconds in p.result["steps"].items():
             phases[phase(step)] = phases.get(phase(step), 0.0) + seconds
@@ -282,6 +298,7 @@ def print_details(m: Measurement) -> None:
             print(f"    rejects: {p.result['rejects']}")
     for error in m.errors:
         print(f"  ERROR {error}")
+    sys.stdout.flush()
 
 
 def table(results: list[Measurement]) -> str:
@@ -298,11 +315,12 @@ def table(results: list[Measurement]) -> str:
         "read-once s",
         "pipe/read",
     )
-    rows = []
+    rows: list[tuple[str, ...]] = []
+    notes: dict[int, str] = {}  # row index -> why the row has no figures
     for m in results:
         if m.skipped or (m.pipeline_seconds is None and m.read_once_seconds is None):
-            why = "skipped (disk space)" if m.skipped else "failed: " + "; ".join(m.errors)
-            rows.append((f"x{m.copies}", why, *[""] * (len(head) - 2)))
+            notes[len(rows)] = "skipped (disk space)" if m.skipped else "failed (see errors)"
+            rows.append((f"x{m.copies}",))
             continue
         p = m.pipeline_seconds
         rows.append(
@@ -314,19 +332,19 @@ def table(results: list[Measurement]) -> str:
                 fmt(p, ".2f") if p is not None else "FAILED",
                 fmt(m.cdm_rows, ",d"),
                 fmt(m.rows / p if p else None, ",.0f"),
-                fmt(m.pipeline.peak_rss_mib if p else None, ",.0f"),
+                fmt(m.pipeline.peak_rss_mib if m.pipeline and p else None, ",.0f"),
                 fmt(m.read_once_seconds, ".2f"),
                 fmt(m.ratio, ".2f"),
             )
         )
-    widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head))]
+    widths = [max(len(r[i]) for r in (head, *rows) if len(r) > i) for i in range(len(head))]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        if r[2] == "":
-            lines.append(f"{r[0].rjust(widths[0])}  {r[1]}")
+    for i, r in enumerate(rows):
+        if i in notes:
+            lines.append(f"{r[0].rjust(widths[0])}  {notes[i]}")
         else:
-            lines.append("  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)))
+            lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
     return "\n".join(lines)
 
 
@@ -352,14 +370,14 @@ def targets(results: list[Measurement]) -> str:
 
 def environment(threads: int) -> str:
     """One line on what the figures were measured on."""
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    mem = physical_memory() / 2**30
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
     return (
         f"{platform.machine()} {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python "
         f"{platform.python_version()}, DuckDB {duckdb.__version__}, threads {threads}, "
-        f"memory_limit {os.environ.get('OMOP_ETL_MEMORY_LIMIT', '2GB')}, "
+        f"memory_limit {settings.duckdb_memory_limit()}, "
         f"commit {commit or '?'} (+ working tree)"
     )
 
@@ -394,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nResults (pipeline s = run_site wall time in a child process; rows/s = input rows/s;")
     print("read-once s = every export byte read once by DuckDB, all columns parsed):\n")
     print(table(results))
+    for m in results:
+        for error in m.errors:
+            print(f"x{m.copies} error: {error}")
     return 0
 
 
