@@ -22,7 +22,7 @@ import duckdb
 from omop_etl.errors import EtlError
 from omop_etl.spec import ColumnRule, FileSpec, SiteSpec
 from omop_etl.sql import Ident, literal, quote_ident, render
-from omop_etl.staging import KEYED_BY_CONTENT, SQL_TYPES, TARGETS, staging_ddl
+from omop_etl.staging import KEYED_BY_CONTENT, SQL_TYPES, SUMMED_BY, TARGETS, staging_ddl
 
 REJECTS_DDL = """
 create table if not exists {schema}.rejects (
@@ -197,7 +197,10 @@ def _file_select(
     reason += " end" if checks or where_filter else ""
     if not checks and not where_filter:
         reason = "cast(null as varchar)"
-    if fs.target in KEYED_BY_CONTENT:
+    if fs.target in SUMMED_BY:
+        # one staging row per group: the row key names the group, line by line too
+        row_key = f"cast(hash({literal(fs.name)}, {quote_ident(SUMMED_BY[fs.target])}) as uhugeint)"
+    elif fs.target in KEYED_BY_CONTENT:
         # persisted in the key map: md5 is the same in every DuckDB version
         parts = ", ".join(f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields)
         row_key = f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {parts}))"
@@ -215,7 +218,24 @@ def _file_select(
     if record_no:
         outer += ["_record_no"]
     select = f"select {', '.join(outer)} from (select {', '.join(inner)} from {source})"
+    if fs.target in SUMMED_BY and not record_no:
+        select = _summed(select, fs.target)
     return select, checks
+
+
+def _summed(select: str, target: str) -> str:
+    """Lines summed per group key and reject rule; ``source_rows`` counts them."""
+    key = SUMMED_BY[target]
+    groups = ["batch_id", "source_file", "row_key", "reject", quote_ident(key)]
+    values = [
+        f"{'sum' if f.type == 'double' else 'min'}({quote_ident(n)}) as {quote_ident(n)}"
+        for n, f in TARGETS[target].items()
+        if n != key
+    ]
+    return (
+        f"select {', '.join(groups)}, {', '.join(values)}, count(*) as source_rows "
+        f"from ({select}) group by {', '.join(groups)}"
+    )
 
 
 def extract_site(
@@ -314,10 +334,11 @@ def _row_counts(
     """(loaded, rejected, filtered) staging rows per source file, one scan per target."""
     counts = {}
     for target in sorted(targets):
+        rows = "source_rows" if target in SUMMED_BY else "1"
         for name, *numbers in con.execute(
-            f"select source_file, count(*) filter (where reject is null), "
-            f"count(*) filter (where reject not like 'filter:%'), "
-            f"count(*) filter (where reject like 'filter:%') "
+            f"select source_file, coalesce(sum({rows}) filter (where reject is null), 0), "
+            f"coalesce(sum({rows}) filter (where reject not like 'filter:%'), 0), "
+            f"coalesce(sum({rows}) filter (where reject like 'filter:%'), 0) "
             f"from {work_sql}.{quote_ident(target)} where batch_id = ? group by source_file",
             [batch_id],
         ).fetchall():
@@ -430,9 +451,11 @@ def _record_rejects(
 ) -> None:
     """Second read of a file with rejects: their record numbers, columns and raw values.
 
-    Staging says which rows were rejected and why (by content hash); this read
-    numbers the records in file order and matches them. Where several records share
-    a hash (exact duplicates), the later records carry the rejects.
+    This read numbers the records in file order. It finds the rows that broke a
+    value rule itself; rows rejected later by a referential rule (duplicates,
+    unknown ids) are matched to staging by their row key. Where several records
+    share a key (exact duplicates, lines of one summed group), the later records
+    carry the rejects.
     """
     tag = f"rej2_{fs.name}"
     source = _read_csv_sql(path, fs, header, tag)
@@ -457,36 +480,44 @@ def _record_rejects(
         if field and field in TARGETS[fs.target]
     )
     table = f"{work_sql}.{quote_ident(fs.target)}"
+    rows = "source_rows" if fs.target in SUMMED_BY else "1"
     first_line = 2 if fs.read["header"] else 1
     sql = f"""
         insert into {work_sql}.rejects
-        with staged as (
-            select row_key, reject, count(*) as n
+        with src as materialized ({inner}),
+        staged as (
+            select row_key, reject, sum({rows}) as n
             from {table}
-            where source_file = ? and batch_id = ? and reject not like 'filter:%'
+            where source_file = ? and batch_id = ?
+                and (reject like 'duplicate:%' or reject like 'unknown_%')
             group by row_key, reject
         ),
         slot as (
             select *, sum(n) over (partition by row_key order by reject) as upto from staged
         ),
-        src as (
+        candidate as (
             select *, row_number() over (
                 partition by row_key order by _record_no desc
             ) as from_end
-            from ({inner}) where row_key in (select row_key from staged)
+            from src
+            where reject is null and row_key in (select row_key from staged)
         )
-        select src.batch_id, src.source_file, ?, src._record_no + {first_line - 1},
-            coalesce(src._col, case slot.reject {ref_column or "when '' then null"} end),
-            slot.reject,
-            coalesce(src._raw, case slot.reject {ref_raw or "when '' then null"} end)
+        select batch_id, source_file, ?, _record_no + {first_line - 1}, _col, reject, _raw
         from src
+        where reject is not null and reject not like 'filter:%'
+        union all
+        select src.batch_id, src.source_file, ?, src._record_no + {first_line - 1},
+            case slot.reject {ref_column or "when '' then null"} end,
+            slot.reject,
+            case slot.reject {ref_raw or "when '' then null"} end
+        from candidate as src
         inner join slot
             on slot.row_key = src.row_key
             and src.from_end > slot.upto - slot.n and src.from_end <= slot.upto
     """
     con.execute("set preserve_insertion_order = true")
     try:
-        con.execute(sql, [fs.name, batch_id, str(path)])
+        con.execute(sql, [fs.name, batch_id, str(path), str(path)])
     except duckdb.Error as exc:
         raise EtlError(f"site {spec.site}, file {path.name}: {_first_line(exc)}") from exc
     finally:

@@ -121,7 +121,8 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("sponsor_source_value", "text"),
         ("family_source_value", "text"),
     ),
-    # Cost lines (charges, payments) of an encounter; summed per encounter in cdm.cost.
+    # Cost lines (charges, payments) of an encounter, summed per encounter as they are
+    # read (see SUMMED_BY): one staging row per encounter and reject rule.
     "cost": _fields(
         ("visit_source_value", "text", True, "the encounter the amounts belong to"),
         ("total_charge", "double"),
@@ -135,6 +136,10 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("type_concept_id", "int", True),
     ),
 }
+
+# Targets whose lines are summed on the way in, by this key: amounts add up,
+# concept ids take the smallest, and `source_rows` counts the lines.
+SUMMED_BY = {"cost": "visit_source_value"}
 
 # Targets whose row_key names a CDM row in the persisted key map (and so must be a
 # hash that never changes): events and coverage periods have no id of their own.
@@ -161,4 +166,6 @@ def staging_ddl(schema_sql: str, target: str) -> str:
     """CREATE TABLE statement of one staging table (schema already quoted)."""
     cols = [f'"{n}" {t}' for n, t in ROW_COLUMNS.items()]
     cols += [f'"{f.name}" {SQL_TYPES[f.type]}' for f in TARGETS[target].values()]
+    if target in SUMMED_BY:
+        cols.append('"source_rows" INTEGER')
     return f'create table if not exists {schema_sql}."{target}" ({", ".join(cols)})'

@@ -213,6 +213,13 @@ files:
       end_datetime: {{column: stop, format: date}}
       days_supply: days
       quantity: qty
+  - name: charges
+    pattern: charges.csv
+    target: cost
+    type_concept_id: 32810
+    columns:
+      visit_source_value: visit
+      total_charge: amount
 """
 
 
@@ -229,12 +236,7 @@ class TinySite:
         self.export = root / "export" / "batch1"
         self.export.mkdir(parents=True)
         self.warehouse = Target("duckdb", str(root / "warehouse.duckdb"))
-        self.tables: dict[str, list[dict]] = {
-            "patients": [],
-            "visits": [],
-            "diagnoses": [],
-            "drugs": [],
-        }
+        self.tables: dict[str, list[dict]] = {name: [] for name in self.COLUMNS}
         self._vocab_loaded = False
 
     def add_spec(self, site: str, id_block: int) -> None:
@@ -246,6 +248,7 @@ class TinySite:
         "visits": ["id", "patient", "start", "stop", "class", "parent"],
         "diagnoses": ["patient", "visit", "code", "system", "start", "stop", "value", "unit"],
         "drugs": ["patient", "code", "start", "stop", "days", "qty"],
+        "charges": ["visit", "amount"],
     }
 
     def patient(self, pid: str, birth: str = "1970-01-01", death: str = "", sex: str = "M"):
@@ -302,6 +305,9 @@ class TinySite:
                 "qty": qty,
             }
         )
+
+    def charge(self, visit: str, amount: str):
+        self.tables["charges"].append({"visit": visit, "amount": amount})
 
     def write(self, folder: Path | None = None) -> Path:
         folder = folder or self.export

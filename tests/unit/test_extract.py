@@ -42,6 +42,7 @@ def test_bad_values_are_rejected_with_file_line_column_rule_and_raw_value(tiny):
         "visits": (0, 0, 0, 0),
         "diagnoses": (4, 1, 3, 0),
         "drugs": (1, 0, 1, 0),
+        "charges": (0, 0, 0, 0),
     }
     assert summary.rejects_by_rule == {
         "invalid_int:days_supply": 1,
@@ -117,3 +118,29 @@ def test_a_run_without_vocabulary_says_how_to_load_one(tiny):
 
     with pytest.raises(EtlError, match="omop-etl vocab load"):
         run_site("tiny", folder, tiny.warehouse)
+
+
+def test_cost_lines_are_summed_per_encounter_and_bad_lines_located(tiny):
+    tiny.patient("p1")
+    tiny.visit("v1", "p1", "2020-01-01 10:00", "2020-01-01 11:00")
+    tiny.charge("v1", "10")
+    tiny.charge("v1", "5.5")
+    tiny.charge("v1", "abc")  # line 4
+    tiny.charge("ghost", "3")  # line 5
+    tiny.charge("ghost", "4")  # line 6
+    summary = tiny.run()
+    assert tiny.query(
+        "select v.visit_source_value, c.cost_domain_id, c.total_charge, c.cost_type_concept_id "
+        "from cdm_tiny.cost c join cdm_tiny.visit_occurrence v "
+        "on v.visit_occurrence_id = c.cost_event_id"
+    ) == [("v1", "Visit", 15.5, 32810)]
+    assert tiny.query(
+        'select record_no, "column", rule, raw_value from stage_tiny.rejects '
+        "where source_file = 'charges' order by 1"
+    ) == [
+        (4, "amount", "invalid_double:total_charge", "abc"),
+        (5, "visit", "unknown_visit", "ghost"),
+        (6, "visit", "unknown_visit", "ghost"),
+    ]
+    assert _reconciliation(tiny)["charges"] == (5, 2, 3, 0)
+    assert summary.rows["cost"] == 1

@@ -40,5 +40,5 @@ def test_rerunning_a_batch_replaces_its_records(tiny):
     tiny.run(batch_id="b1")
     assert tiny.query("select batch_id, count(*) from stage_tiny.rejects group by 1") == [("b1", 1)]
     assert tiny.query("select batch_id, count(*) from stage_tiny.reconciliation group by 1") == [
-        ("b1", 4)
+        ("b1", 5)  # one row per source file
     ]
