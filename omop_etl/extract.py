@@ -314,6 +314,7 @@ DUPLICATE_KEYS = {
     "care_site": "care_site_source_value",
     "provider": "provider_source_value",
     "event": "row_key",
+    "payer_plan": "row_key",
 }
 
 # Rules given by referential.sql, and the staging field each one is about.
@@ -325,6 +326,7 @@ _REFERENTIAL_FIELD = {
     "duplicate:care_site": "care_site_source_value",
     "duplicate:provider": "provider_source_value",
     "duplicate:event": None,
+    "duplicate:payer_plan": None,
 }
 
 

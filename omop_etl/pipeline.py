@@ -78,6 +78,9 @@ def run_site(
         con.execute(f"create schema if not exists {quote_ident(stage)}")  # the key map's home
         catalog = con.execute("select current_database()").fetchall()[0][0]
         con.execute(f"attach ':memory:' as {SCRATCH}")
+        # no automatic checkpoints mid-run (they stall statements, in memory too);
+        # one explicit checkpoint after publishing
+        con.execute("set checkpoint_threshold = '1TB'")
         work = Ident(SCRATCH, stage)
         build = Ident(SCRATCH, cdm)
         con.execute(render("create schema @b", {"b": build}))
@@ -114,6 +117,7 @@ def run_site(
             progress("publish")
         _publish(con, Batch(batch_id, files, work, stage), build, cdm)
         con.execute(f"detach {SCRATCH}")
+        con.execute("checkpoint")
         rows = {t: _count(con, cdm, t) for t in schema.cdm_tables()}
         rejects = dict(
             con.execute(

@@ -1,6 +1,7 @@
 -- Costs of an encounter: its cost lines (charges, payments) summed, one row per
 -- encounter, as a cost of the visit it belongs to (cost_domain_id 'Visit'). The
--- payer plan period is the patient's coverage on the encounter's start date.
+-- payer plan period is the patient's coverage on the encounter's start date: the
+-- period that started last on or before that day, if it has not ended by then.
 with line as (
     select
         visit_source_value,
@@ -18,18 +19,35 @@ with line as (
     group by visit_source_value
 ),
 
-coverage as (
+period_start as (
+    -- one coverage period per person and start date (the smallest id), so that the
+    -- as-of join below has one candidate
     select
-        g.visit_source_value,
-        min(ppp.payer_plan_period_id) as payer_plan_period_id
+        person_id,
+        payer_plan_period_start_date,
+        min(payer_plan_period_id) as payer_plan_period_id,
+        max(payer_plan_period_end_date) as payer_plan_period_end_date
+    from @cdm.payer_plan_period
+    group by person_id, payer_plan_period_start_date
+),
+
+visit_day as (
+    select g.visit_source_value, p.person_id, cast(g.start_datetime as date) as visit_date
     from @work.work_visit_group as g
     inner join @work.work_person as p on p.person_source_value = g.person_source_value
-    inner join @cdm.payer_plan_period as ppp
-        on ppp.person_id = p.person_id
-        and cast(g.start_datetime as date)
-            between ppp.payer_plan_period_start_date and ppp.payer_plan_period_end_date
     where g.visit_source_value in (select visit_source_value from line)
-    group by g.visit_source_value
+),
+
+coverage as (
+    -- the period that started last on or before the visit day, if it still runs then
+    select
+        v.visit_source_value,
+        case
+            when v.visit_date <= ps.payer_plan_period_end_date then ps.payer_plan_period_id
+        end as payer_plan_period_id
+    from visit_day as v
+    asof left join period_start as ps
+        on ps.person_id = v.person_id and v.visit_date >= ps.payer_plan_period_start_date
 )
 
 select

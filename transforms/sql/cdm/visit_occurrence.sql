@@ -2,33 +2,62 @@
 -- (see work/05_visit_group.sql). A stay that holds both emergency and inpatient
 -- encounters is 262; its dates span all of them. preceding_visit_occurrence_id is
 -- the person's previous visit by start.
-with visit as (
-    select
-        ids.visit_occurrence_id,
-        min_by(g.person_source_value, g.start_datetime) as person_source_value,
-        case
-            when count(*) filter (where g.visit_concept_id = 262) > 0 then 262
-            when count(*) filter (where g.visit_concept_id = 9201) > 0
-                and count(*) filter (where g.visit_concept_id = 9203) > 0 then 262
-            else min_by(g.visit_concept_id, (g.start_datetime, g.visit_source_value))
-        end as visit_concept_id,
-        min(g.start_datetime) as visit_start_datetime,
-        max(g.stop_datetime) as visit_end_datetime,
-        min_by(g.type_concept_id, (g.start_datetime, g.visit_source_value)) as type_concept_id,
-        min(g.group_source_value) as visit_source_value,
-        min_by(g.visit_class_source_value, (g.start_datetime, g.visit_source_value))
-            as visit_class_source_value,
-        min_by(g.provider_source_value, (g.start_datetime, g.visit_source_value))
-            as provider_source_value,
-        min_by(g.care_site_source_value, (g.start_datetime, g.visit_source_value))
-            as care_site_source_value,
-        min_by(g.admitted_from_source_value, (g.start_datetime, g.visit_source_value))
-            as admitted_from_source_value,
-        max_by(g.discharged_to_source_value, (g.stop_datetime, g.visit_source_value))
-            as discharged_to_source_value
+with encounter as (
+    select g.*, ids.visit_occurrence_id
     from @work.work_visit_group as g
     inner join @work.work_visit as ids on ids.visit_source_value = g.visit_source_value
-    group by ids.visit_occurrence_id
+),
+
+single as (
+    -- most visits are one encounter
+    select
+        visit_occurrence_id,
+        person_source_value,
+        visit_concept_id,
+        start_datetime as visit_start_datetime,
+        stop_datetime as visit_end_datetime,
+        type_concept_id,
+        visit_source_value,
+        provider_source_value,
+        care_site_source_value,
+        admitted_from_source_value,
+        discharged_to_source_value
+    from encounter
+    where not is_detail
+),
+
+merged as (
+    -- a stay, or a parent encounter with its sub-encounters: first encounter's details
+    select
+        visit_occurrence_id,
+        min_by(person_source_value, start_datetime) as person_source_value,
+        case
+            when count(*) filter (where visit_concept_id = 262) > 0 then 262
+            when count(*) filter (where visit_concept_id = 9201) > 0
+                and count(*) filter (where visit_concept_id = 9203) > 0 then 262
+            else min_by(visit_concept_id, (start_datetime, visit_source_value))
+        end as visit_concept_id,
+        min(start_datetime) as visit_start_datetime,
+        max(stop_datetime) as visit_end_datetime,
+        min_by(type_concept_id, (start_datetime, visit_source_value)) as type_concept_id,
+        min(group_source_value) as visit_source_value,
+        min_by(provider_source_value, (start_datetime, visit_source_value))
+            as provider_source_value,
+        min_by(care_site_source_value, (start_datetime, visit_source_value))
+            as care_site_source_value,
+        min_by(admitted_from_source_value, (start_datetime, visit_source_value))
+            as admitted_from_source_value,
+        max_by(discharged_to_source_value, (stop_datetime, visit_source_value))
+            as discharged_to_source_value
+    from encounter
+    where is_detail
+    group by visit_occurrence_id
+),
+
+visit as (
+    select * from single
+    union all
+    select * from merged
 )
 
 select

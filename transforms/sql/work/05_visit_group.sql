@@ -45,30 +45,43 @@ stay_numbered as (
 stay_group as (
     select
         visit_source_value,
-        first(visit_source_value order by start_datetime, visit_source_value) over (
-            partition by person_source_value, stay_no
-        ) as group_source_value
+        first(visit_source_value order by start_datetime, visit_source_value) over stay
+            as group_source_value,
+        count(*) over stay as stay_size
     from stay_numbered
+    window stay as (partition by person_source_value, stay_no)
 ),
 
-grouped as (
-    select
-        e.*,
+parent as (
+    -- encounters that another encounter names as its parent
+    select distinct parent_visit_source_value as visit_source_value
+    from encounter
+    where parent_visit_source_value is not null
+)
+
+select
+    e.*,
+    coalesce(
+        s.group_source_value,
+        parent_stay.group_source_value,
+        e.parent_visit_source_value,
+        e.visit_source_value
+    ) as group_source_value,
+    -- only stays and parents with their sub-encounters hold more than one encounter
+    coalesce(s.stay_size, 1) > 1
+    or e.parent_visit_source_value is not null
+    or p.visit_source_value is not null as is_detail,
+    md5_number(
         coalesce(
             s.group_source_value,
             parent_stay.group_source_value,
             e.parent_visit_source_value,
             e.visit_source_value
-        ) as group_source_value
-    from encounter as e
-    left join stay_group as s on s.visit_source_value = e.visit_source_value
-    left join stay_group as parent_stay
-        on parent_stay.visit_source_value = e.parent_visit_source_value
-)
-
-select
-    *,
-    count(*) over (partition by group_source_value) > 1 as is_detail,
-    md5_number(group_source_value) as visit_key,
-    md5_number(visit_source_value) as detail_key
-from grouped;
+        )
+    ) as visit_key,
+    md5_number(e.visit_source_value) as detail_key
+from encounter as e
+left join stay_group as s on s.visit_source_value = e.visit_source_value
+left join stay_group as parent_stay
+    on parent_stay.visit_source_value = e.parent_visit_source_value
+left join parent as p on p.visit_source_value = e.visit_source_value;

@@ -6,13 +6,10 @@
 create table if not exists @stage.key_map (tbl varchar, source_key uhugeint, id integer);
 
 insert into @stage.key_map
-with wanted as (
-    select distinct tbl, source_key from @work.@keys
-),
-
-new_key as (
+with new_key as (
+    -- the keys are distinct by construction: duplicates were rejected in staging
     select wanted.tbl, wanted.source_key
-    from wanted
+    from @work.@keys as wanted
     anti join @stage.key_map as k
         on k.tbl = wanted.tbl and k.source_key = wanted.source_key
 ),
