@@ -201,8 +201,11 @@ def _file_select(
         # one staging row per group: the row key names the group, line by line too
         row_key = f"cast(hash({literal(fs.name)}, {quote_ident(SUMMED_BY[fs.target])}) as uhugeint)"
     elif fs.target in KEYED_BY_CONTENT:
-        # persisted in the key map: md5 is the same in every DuckDB version
-        parts = ", ".join(f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields)
+        # persisted in the key map: md5 is the same in every DuckDB version; over the
+        # fields this file maps, in staging order (the others are NULL for every row)
+        parts = ", ".join(
+            f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields if n in rules
+        )
         row_key = f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {parts}))"
     else:
         # only matched within one run (duplicates, rejects): the fast hash will do

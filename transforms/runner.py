@@ -89,10 +89,10 @@ def run_transforms(
     for step in STEPS:
         if progress:
             progress(step)
-        step_params = dict(params)
         if step.kind == "ids":
-            step_params["keys"] = Ident(step.name)
-        sql = render(sql_text(step.kind, step.name), step_params)
+            _assign_ids(con, params, Ident(step.name))
+            continue
+        sql = render(sql_text(step.kind, step.name), params)
         if step.kind == "cdm":
             table = render("@cdm", params) + "." + quote_ident(step.name)
             sql = f"create or replace table {table} as ({sql})"
@@ -100,8 +100,21 @@ def run_transforms(
             con.execute(sql)
         except duckdb.Error as exc:
             raise EtlError(f"transform {step.kind}/{step.name}.sql failed: {exc}") from exc
-        if step.kind == "ids":
-            _check_id_capacity(con, params)
+
+
+def _assign_ids(con: duckdb.DuckDBPyConnection, params: dict[str, Any], keys: Ident) -> None:
+    """Give the new keys of a work table ids from the key map, one CDM table at a time."""
+    work = render("@work", params)
+    tables = [
+        t for (t,) in con.execute(f"select distinct tbl from {work}.{quote_ident(keys)}").fetchall()
+    ]
+    template = sql_text("ids", "assign_ids")
+    for table in sorted(tables):
+        try:
+            con.execute(render(template, {**params, "keys": keys, "tbl": table}))
+        except duckdb.Error as exc:
+            raise EtlError(f"assigning ids for {table} failed: {exc}") from exc
+    _check_id_capacity(con, params)
 
 
 def _check_id_capacity(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
