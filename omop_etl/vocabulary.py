@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from omop_etl import schema
 from omop_etl.errors import EtlError
 
 # A concept row the bundled demo subset carries only as a stand-in for a concept it
@@ -59,143 +60,48 @@ class VocabularyTable:
         return tuple(column.name for column in self.columns)
 
 
-def _c(name: str, type_: str, required: bool = True) -> Column:
-    return Column(name, type_, required)
+# What a supplement row must not repeat, per table, in the CDM's table order.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "concept": ("concept_id",),
+    "vocabulary": ("vocabulary_id",),
+    "domain": ("domain_id",),
+    "concept_class": ("concept_class_id",),
+    "concept_relationship": ("concept_id_1", "concept_id_2", "relationship_id"),
+    "relationship": ("relationship_id",),
+    "concept_synonym": ("concept_id", "concept_synonym_name", "language_concept_id"),
+    "concept_ancestor": ("ancestor_concept_id", "descendant_concept_id"),
+    "source_to_concept_map": (
+        "source_vocabulary_id",
+        "source_code",
+        "target_concept_id",
+        "valid_end_date",
+    ),
+    "drug_strength": ("drug_concept_id", "ingredient_concept_id"),
+}
+_OPTIONAL_FILES = {"concept_synonym", "source_to_concept_map", "drug_strength"}
 
 
-# OMOP CDM v5.4 (transforms/cdm/OMOP_CDMv5.4_Field_Level.csv): integer -> INTEGER,
-# float -> DOUBLE, date -> DATE, varchar(n) -> VARCHAR; isRequired -> NOT NULL.
-VOCABULARY_TABLES: tuple[VocabularyTable, ...] = (
-    VocabularyTable(
-        "concept",
-        (
-            _c("concept_id", "INTEGER"),
-            _c("concept_name", "VARCHAR"),
-            _c("domain_id", "VARCHAR"),
-            _c("vocabulary_id", "VARCHAR"),
-            _c("concept_class_id", "VARCHAR"),
-            _c("standard_concept", "VARCHAR", False),
-            _c("concept_code", "VARCHAR"),
-            _c("valid_start_date", "DATE"),
-            _c("valid_end_date", "DATE"),
-            _c("invalid_reason", "VARCHAR", False),
-        ),
-        key=("concept_id",),
-    ),
-    VocabularyTable(
-        "vocabulary",
-        (
-            _c("vocabulary_id", "VARCHAR"),
-            _c("vocabulary_name", "VARCHAR"),
-            _c("vocabulary_reference", "VARCHAR", False),
-            _c("vocabulary_version", "VARCHAR", False),
-            _c("vocabulary_concept_id", "INTEGER"),
-        ),
-        key=("vocabulary_id",),
-    ),
-    VocabularyTable(
-        "domain",
-        (
-            _c("domain_id", "VARCHAR"),
-            _c("domain_name", "VARCHAR"),
-            _c("domain_concept_id", "INTEGER"),
-        ),
-        key=("domain_id",),
-    ),
-    VocabularyTable(
-        "concept_class",
-        (
-            _c("concept_class_id", "VARCHAR"),
-            _c("concept_class_name", "VARCHAR"),
-            _c("concept_class_concept_id", "INTEGER"),
-        ),
-        key=("concept_class_id",),
-    ),
-    VocabularyTable(
-        "concept_relationship",
-        (
-            _c("concept_id_1", "INTEGER"),
-            _c("concept_id_2", "INTEGER"),
-            _c("relationship_id", "VARCHAR"),
-            _c("valid_start_date", "DATE"),
-            _c("valid_end_date", "DATE"),
-            _c("invalid_reason", "VARCHAR", False),
-        ),
-        key=("concept_id_1", "concept_id_2", "relationship_id"),
-    ),
-    VocabularyTable(
-        "relationship",
-        (
-            _c("relationship_id", "VARCHAR"),
-            _c("relationship_name", "VARCHAR"),
-            _c("is_hierarchical", "VARCHAR"),
-            _c("defines_ancestry", "VARCHAR"),
-            _c("reverse_relationship_id", "VARCHAR"),
-            _c("relationship_concept_id", "INTEGER"),
-        ),
-        key=("relationship_id",),
-    ),
-    VocabularyTable(
-        "concept_synonym",
-        (
-            _c("concept_id", "INTEGER"),
-            _c("concept_synonym_name", "VARCHAR"),
-            _c("language_concept_id", "INTEGER"),
-        ),
-        key=("concept_id", "concept_synonym_name", "language_concept_id"),
-        optional_file=True,
-    ),
-    VocabularyTable(
-        "concept_ancestor",
-        (
-            _c("ancestor_concept_id", "INTEGER"),
-            _c("descendant_concept_id", "INTEGER"),
-            _c("min_levels_of_separation", "INTEGER"),
-            _c("max_levels_of_separation", "INTEGER"),
-        ),
-        key=("ancestor_concept_id", "descendant_concept_id"),
-    ),
-    VocabularyTable(
-        "source_to_concept_map",
-        (
-            _c("source_code", "VARCHAR"),
-            _c("source_concept_id", "INTEGER"),
-            _c("source_vocabulary_id", "VARCHAR"),
-            _c("source_code_description", "VARCHAR", False),
-            _c("target_concept_id", "INTEGER"),
-            _c("target_vocabulary_id", "VARCHAR"),
-            _c("valid_start_date", "DATE"),
-            _c("valid_end_date", "DATE"),
-            _c("invalid_reason", "VARCHAR", False),
-        ),
-        key=("source_vocabulary_id", "source_code", "target_concept_id", "valid_end_date"),
-        optional_file=True,
-    ),
-    VocabularyTable(
-        "drug_strength",
-        (
-            _c("drug_concept_id", "INTEGER"),
-            _c("ingredient_concept_id", "INTEGER"),
-            _c("amount_value", "DOUBLE", False),
-            _c("amount_unit_concept_id", "INTEGER", False),
-            _c("numerator_value", "DOUBLE", False),
-            _c("numerator_unit_concept_id", "INTEGER", False),
-            _c("denominator_value", "DOUBLE", False),
-            _c("denominator_unit_concept_id", "INTEGER", False),
-            _c("box_size", "INTEGER", False),
-            _c("valid_start_date", "DATE"),
-            _c("valid_end_date", "DATE"),
-            _c("invalid_reason", "VARCHAR", False),
-        ),
-        key=("drug_concept_id", "ingredient_concept_id"),
-        optional_file=True,
-    ),
-)
+def _vocabulary_tables() -> tuple[VocabularyTable, ...]:
+    """The vocabulary tables as the CDM v5.4 spec defines them (names, types, required)."""
+    spec = schema.load_spec()
+    return tuple(
+        VocabularyTable(
+            name,
+            tuple(
+                # DuckDB ignores VARCHAR lengths; the loader compares plain type names
+                Column(f.name, schema.sql_type(f.datatype, "duckdb").split("(")[0], f.required)
+                for f in spec[name].fields
+            ),
+            key,
+            optional_file=name in _OPTIONAL_FILES,
+        )
+        for name, key in _KEYS.items()
+    )
 
+
+VOCABULARY_TABLES: tuple[VocabularyTable, ...] = _vocabulary_tables()
 TABLES_BY_NAME: dict[str, VocabularyTable] = {table.name: table for table in VOCABULARY_TABLES}
-
 STCM = TABLES_BY_NAME["source_to_concept_map"]
-
 # Usagi's mapping file as Usagi saves it (WriteCodeMappingsToFile in OHDSI/Usagi): one
 # row per source code and target concept; only APPROVED rows of mapping type MAPS_TO are
 # maps. Its "Export for review" has targetConceptId/targetVocabularyId instead.
