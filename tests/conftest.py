@@ -368,3 +368,25 @@ def synthea_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Target
         con.close()
     summary = run_demo_site(target)
     return target, summary
+
+
+PG_URL_VARIABLE = "OMOP_ETL_TEST_PG_URL"
+PG_URL_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A reachable PostgreSQL server; skipped when there is none, except under CI=true."""
+    import os
+
+    import psycopg2
+
+    url = os.environ.get(PG_URL_VARIABLE, PG_URL_DEFAULT)
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError as exc:
+        reason = f"no PostgreSQL at {url} ({PG_URL_VARIABLE}): {str(exc).strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true needs a real server: {reason}")
+        pytest.skip(reason)
+    return url
