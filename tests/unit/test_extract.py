@@ -144,3 +144,24 @@ def test_cost_lines_are_summed_per_encounter_and_bad_lines_located(tiny):
     ]
     assert _reconciliation(tiny)["charges"] == (5, 2, 3, 0)
     assert summary.rows["cost"] == 1
+
+
+def test_reject_line_numbers_hold_in_a_large_file(tiny):
+    """Line numbers of rejects stay right deep into a large file (400,000 rows, 14 MB)."""
+    tiny.patient("p1")
+    folder = tiny.write()
+    rows = 400_000
+    bad = {1_234: "2020-02-30", 399_321: "yesterday"}  # data row -> bad date
+    with open(folder / "diagnoses.csv", "w", encoding="utf-8") as fh:
+        fh.write("patient,visit,code,system,start,stop,value,unit\n")
+        for i in range(rows):
+            fh.write(f"p1,,NOPE{i},SNOMED,{bad.get(i, '2020-01-01')},,,\n")
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    summary = run_site("tiny", folder, tiny.warehouse)
+    assert tiny.query("select record_no, raw_value from stage_tiny.rejects order by 1") == [
+        (1_234 + 2, "2020-02-30"),
+        (399_321 + 2, "yesterday"),
+    ]
+    assert summary.rows["condition_occurrence"] == rows - 2
