@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import glob
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from omop_etl import settings
 from omop_etl.errors import EtlError
 from omop_etl.spec import ColumnRule, FileSpec, SiteSpec
 from omop_etl.sql import Ident, literal, quote_ident, render
@@ -263,28 +265,35 @@ def extract_site(
     con.execute(REJECTS_DDL.format(schema=work_sql))
 
     files = find_files(input_dir, spec)
-    staged: list[tuple[FileSpec, Path, list[str], int]] = []
-    results: list[FileResult] = []
-    for fs in spec.files:
-        for path in files[fs.name]:
-            if progress:
-                progress(fs.name, path)
+    jobs = [(fs, path) for fs in spec.files for path in files[fs.name]]
+
+    def read(job: tuple[FileSpec, Path]) -> FileResult | tuple[list[str], int]:
+        fs, path = job
+        if progress:
+            progress(fs.name, path)
+        cur = con.cursor()  # one connection per thread; appends to a table do not conflict
+        try:
             if fs.skip:
-                rows = _count_records(con, path, fs)
+                rows = _count_records(cur, path, fs)
                 # a skipped file's rows are all filtered, by the spec's named reason
-                results.append(
-                    FileResult(
-                        fs.name,
-                        str(path),
-                        None,
-                        rows,
-                        rows_filtered=rows,
-                        note=f"skipped: {fs.skip}",
-                    )
+                return FileResult(
+                    fs.name, str(path), None, rows, rows_filtered=rows, note=f"skipped: {fs.skip}"
                 )
-                continue
-            header, malformed = _stage_file(con, spec, fs, path, work_sql, batch_id)
-            staged.append((fs, path, header, malformed))
+            return _stage_file(cur, spec, fs, path, work_sql, batch_id)
+        finally:
+            cur.close()
+
+    # Two files at a time, largest first: small files fill the gaps of the large ones.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].stat().st_size)
+    with ThreadPoolExecutor(max_workers=settings.extract_workers()) as pool:
+        futures = {i: pool.submit(read, jobs[i]) for i in order}
+        done = [futures[i].result() for i in range(len(jobs))]
+    results: list[FileResult] = [r for r in done if isinstance(r, FileResult)]
+    staged = [
+        (fs, path, *r)
+        for (fs, path), r in zip(jobs, done, strict=True)
+        if not isinstance(r, FileResult)
+    ]
     for target, key in DUPLICATE_KEYS.items():
         params = {"work": work, "target": Ident(target), "key": Ident(key)}
         con.execute(render(_DUPLICATE_SQL, {**params, "rule": f"duplicate:{target}"}))

@@ -54,6 +54,11 @@ def duckdb_memory_limit() -> str:
     return os.environ.get("OMOP_ETL_MEMORY_LIMIT", "2GB")
 
 
+def extract_workers() -> int:
+    """Files read at the same time during extraction (OMOP_ETL_EXTRACT_WORKERS, default 2)."""
+    return max(1, int(os.environ.get("OMOP_ETL_EXTRACT_WORKERS", "2")))
+
+
 def duckdb_threads() -> int | None:
     value = os.environ.get("OMOP_ETL_THREADS")
     return int(value) if value else None
