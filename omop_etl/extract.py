@@ -25,6 +25,7 @@ from omop_etl.errors import EtlError
 from omop_etl.spec import ColumnRule, FileSpec, SiteSpec
 from omop_etl.sql import Ident, literal, quote_ident, render
 from omop_etl.staging import KEYED_BY_CONTENT, SQL_TYPES, SUMMED_BY, TARGETS, staging_ddl
+from omop_etl.warehouse import cursor
 
 REJECTS_DDL = """
 create table if not exists {schema}.rejects (
@@ -271,7 +272,7 @@ def extract_site(
         fs, path = job
         if progress:
             progress(fs.name, path)
-        cur = con.cursor()  # one connection per thread; appends to a table do not conflict
+        cur = cursor(con)  # one connection per thread; appends to a table do not conflict
         try:
             if fs.skip:
                 rows = _count_records(cur, path, fs)

@@ -70,6 +70,13 @@ def connect(target: Target, read_only: bool = False) -> duckdb.DuckDBPyConnectio
     return con
 
 
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Another connection to the same database, for work on another thread."""
+    cur = con.cursor()
+    cur.execute("set enable_progress_bar = false")
+    return cur
+
+
 def connect_memory() -> duckdb.DuckDBPyConnection:
     """An in-memory engine with the same settings (tests, scratch work)."""
     return duckdb.connect(

@@ -10,6 +10,7 @@ written ``@name`` (see omop_etl.sql.render): ``@work`` staging and work tables,
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,7 @@ import duckdb
 
 from omop_etl.errors import EtlError
 from omop_etl.sql import Ident, quote_ident, render
+from omop_etl.warehouse import cursor
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 ID_BLOCK_SIZE = 1 << 27
@@ -32,44 +34,53 @@ class Step:
     name: str
 
 
-STEPS: tuple[Step, ...] = (
-    Step("work", "02_concept_lookup"),
-    Step("work", "03_unit_lookup"),
-    Step("work", "04_event"),
-    Step("work", "05_visit_group"),
-    Step("work", "06_location"),
-    Step("work", "07_keys"),
-    Step("ids", "work_keys"),
-    Step("work", "08_ids"),
-    Step("work", "09_event_ids"),
-    Step("cdm", "location"),
-    Step("cdm", "care_site"),
-    Step("cdm", "provider"),
-    Step("cdm", "person"),
-    Step("cdm", "death"),
-    Step("cdm", "visit_occurrence"),
-    Step("cdm", "visit_detail"),
-    Step("cdm", "condition_occurrence"),
-    Step("cdm", "drug_exposure"),
-    Step("cdm", "procedure_occurrence"),
-    Step("cdm", "device_exposure"),
-    Step("cdm", "measurement"),
-    Step("cdm", "observation"),
-    Step("cdm", "payer_plan_period"),
-    Step("cdm", "cost"),
-    Step("work", "10_observation_period"),
-    Step("work", "11_condition_era"),
-    Step("work", "12_drug_era"),
-    Step("work", "13_dose_era"),
-    Step("work", "14_derived_keys"),
-    Step("ids", "work_derived_keys"),
-    Step("cdm", "observation_period"),
-    Step("cdm", "condition_era"),
-    Step("cdm", "drug_era"),
-    Step("cdm", "dose_era"),
-    Step("cdm", "cdm_source"),
-    Step("cdm", "metadata"),
+def _steps(kind: str, *names: str) -> tuple[Step, ...]:
+    return tuple(Step(kind, name) for name in names)
+
+
+# The data flow, phase by phase. The steps of one phase only read what earlier
+# phases built, so they may run at the same time.
+PHASES: tuple[tuple[Step, ...], ...] = (
+    _steps("work", "02_concept_lookup", "03_unit_lookup", "05_visit_group", "06_location"),
+    _steps("work", "04_event"),
+    _steps("work", "07_keys"),
+    _steps("ids", "work_keys"),
+    _steps("work", "08_ids"),
+    _steps("work", "09_event_ids"),
+    _steps(
+        "cdm",
+        "location",
+        "care_site",
+        "provider",
+        "person",
+        "death",
+        "visit_occurrence",
+        "visit_detail",
+        "condition_occurrence",
+        "drug_exposure",
+        "procedure_occurrence",
+        "device_exposure",
+        "measurement",
+        "observation",
+        "payer_plan_period",
+    ),
+    (
+        Step("cdm", "cost"),
+        *_steps("work", "10_observation_period", "11_condition_era", "12_drug_era", "13_dose_era"),
+    ),
+    _steps("work", "14_derived_keys"),
+    _steps("ids", "work_derived_keys"),
+    _steps(
+        "cdm",
+        "observation_period",
+        "condition_era",
+        "drug_era",
+        "dose_era",
+        "cdm_source",
+        "metadata",
+    ),
 )
+STEPS: tuple[Step, ...] = tuple(step for phase in PHASES for step in phase)
 
 CDM_TABLES_WRITTEN = tuple(s.name for s in STEPS if s.kind == "cdm")
 
@@ -84,22 +95,41 @@ def run_transforms(
     con: duckdb.DuckDBPyConnection,
     params: dict[str, Any],
     progress: Callable[[Step], None] | None = None,
+    workers: int = 2,
 ) -> None:
-    """Run every step in order. Raises EtlError naming the failing step."""
-    for step in STEPS:
-        if progress:
-            progress(step)
+    """Run every phase in order, up to ``workers`` steps of a phase at a time.
+
+    Raises EtlError naming the failing step.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for phase in PHASES:
+            for future in [pool.submit(_run_step, con, step, params, progress) for step in phase]:
+                future.result()
+
+
+def _run_step(
+    con: duckdb.DuckDBPyConnection,
+    step: Step,
+    params: dict[str, Any],
+    progress: Callable[[Step], None] | None,
+) -> None:
+    if progress:
+        progress(step)
+    cur = cursor(con)  # a connection of its own: steps of a phase run side by side
+    try:
         if step.kind == "ids":
-            _assign_ids(con, params, Ident(step.name))
-            continue
+            _assign_ids(cur, params, Ident(step.name))
+            return
         sql = render(sql_text(step.kind, step.name), params)
         if step.kind == "cdm":
             table = render("@cdm", params) + "." + quote_ident(step.name)
             sql = f"create or replace table {table} as ({sql})"
         try:
-            con.execute(sql)
+            cur.execute(sql)
         except duckdb.Error as exc:
             raise EtlError(f"transform {step.kind}/{step.name}.sql failed: {exc}") from exc
+    finally:
+        cur.close()
 
 
 def _assign_ids(con: duckdb.DuckDBPyConnection, params: dict[str, Any], keys: Ident) -> None:
