@@ -158,7 +158,7 @@ def _rule_sql(rule: ColumnRule, ftype: str, fs: FileSpec, spec: SiteSpec) -> tup
 
 
 def _file_select(
-    fs: FileSpec, spec: SiteSpec, source: str, batch_id: str, record_no: bool
+    fs: FileSpec, spec: SiteSpec, source: str, batch_id: str, file_no: int, record_no: bool
 ) -> tuple[str, list[_Check]]:
     """The SELECT that maps one file onto its staging table, plus its row rules."""
     fields = TARGETS[fs.target]
@@ -217,6 +217,7 @@ def _file_select(
     outer = [
         f"{literal(batch_id)} as batch_id",
         f"{literal(fs.name)} as source_file",
+        f"{file_no} as file_no",
         f"{row_key} as row_key",
         f"{reason} as reject",
         *(quote_ident(n) for n in fields),
@@ -232,7 +233,7 @@ def _file_select(
 def _summed(select: str, target: str) -> str:
     """Lines summed per group key and reject rule; ``source_rows`` counts them."""
     key = SUMMED_BY[target]
-    groups = ["batch_id", "source_file", "row_key", "reject", quote_ident(key)]
+    groups = ["batch_id", "source_file", "file_no", "row_key", "reject", quote_ident(key)]
     values = [
         f"{'sum' if f.type == 'double' else 'min'}({quote_ident(n)}) as {quote_ident(n)}"
         for n, f in TARGETS[target].items()
@@ -268,8 +269,8 @@ def extract_site(
     files = find_files(input_dir, spec)
     jobs = [(fs, path) for fs in spec.files for path in files[fs.name]]
 
-    def read(job: tuple[FileSpec, Path]) -> FileResult | tuple[list[str], int]:
-        fs, path = job
+    def read(file_no: int) -> FileResult | tuple[list[str], int]:
+        fs, path = jobs[file_no]
         if progress:
             progress(fs.name, path)
         cur = cursor(con)  # one connection per thread; appends to a table do not conflict
@@ -280,27 +281,27 @@ def extract_site(
                 return FileResult(
                     fs.name, str(path), None, rows, rows_filtered=rows, note=f"skipped: {fs.skip}"
                 )
-            return _stage_file(cur, spec, fs, path, work_sql, batch_id)
+            return _stage_file(cur, spec, fs, path, file_no, work_sql, batch_id)
         finally:
             cur.close()
 
     # Two files at a time, largest first: small files fill the gaps of the large ones.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].stat().st_size)
     with ThreadPoolExecutor(max_workers=settings.extract_workers()) as pool:
-        futures = {i: pool.submit(read, jobs[i]) for i in order}
+        futures = {i: pool.submit(read, i) for i in order}
         done = [futures[i].result() for i in range(len(jobs))]
     results: list[FileResult] = [r for r in done if isinstance(r, FileResult)]
     staged = [
-        (fs, path, *r)
-        for (fs, path), r in zip(jobs, done, strict=True)
+        (file_no, fs, path, *r)
+        for file_no, ((fs, path), r) in enumerate(zip(jobs, done, strict=True))
         if not isinstance(r, FileResult)
     ]
     for target, key in DUPLICATE_KEYS.items():
         params = {"work": work, "target": Ident(target), "key": Ident(key)}
         con.execute(render(_DUPLICATE_SQL, {**params, "rule": f"duplicate:{target}"}))
     con.execute(render(_REFERENTIAL_SQL, {"work": work}))
-    counts = _row_counts(con, work_sql, {fs.target for fs, *_ in staged}, batch_id)
-    for fs, path, header, malformed in staged:
+    counts = _row_counts(con, work_sql, {fs.target for _, fs, *_ in staged}, batch_id)
+    for file_no, fs, path, header, malformed in staged:
         results.append(
             _account(
                 con,
@@ -309,7 +310,8 @@ def extract_site(
                 path,
                 header,
                 malformed,
-                counts.get(fs.name, (0, 0, 0)),
+                file_no,
+                counts.get(file_no, (0, 0, 0)),
                 work_sql,
                 batch_id,
             )
@@ -346,15 +348,15 @@ _REFERENTIAL_FIELD = {
 def _row_counts(
     con: duckdb.DuckDBPyConnection, work_sql: str, targets: set[str], batch_id: str
 ) -> dict[str, tuple[int, int, int]]:
-    """(loaded, rejected, filtered) staging rows per source file, one scan per target."""
+    """(loaded, rejected, filtered) source rows per file of the batch, one scan per target."""
     counts = {}
     for target in sorted(targets):
         rows = "source_rows" if target in SUMMED_BY else "1"
         for name, *numbers in con.execute(
-            f"select source_file, coalesce(sum({rows}) filter (where reject is null), 0), "
+            f"select file_no, coalesce(sum({rows}) filter (where reject is null), 0), "
             f"coalesce(sum({rows}) filter (where reject not like 'filter:%'), 0), "
             f"coalesce(sum({rows}) filter (where reject like 'filter:%'), 0) "
-            f"from {work_sql}.{quote_ident(target)} where batch_id = ? group by source_file",
+            f"from {work_sql}.{quote_ident(target)} where batch_id = ? group by file_no",
             [batch_id],
         ).fetchall():
             counts[name] = tuple(numbers)
@@ -377,6 +379,7 @@ def _stage_file(
     spec: SiteSpec,
     fs: FileSpec,
     path: Path,
+    file_no: int,
     work_sql: str,
     batch_id: str,
 ) -> tuple[list[str], int]:
@@ -391,7 +394,7 @@ def _stage_file(
         )
     tag = f"rej_{fs.name}"
     source = _read_csv_sql(path, fs, header, tag)
-    select, _ = _file_select(fs, spec, source, batch_id, record_no=False)
+    select, _ = _file_select(fs, spec, source, batch_id, file_no, record_no=False)
     table = f"{work_sql}.{quote_ident(fs.target)}"
     try:
         con.execute(f"insert into {table} by name {select}")
@@ -410,6 +413,7 @@ def _account(
     path: Path,
     header: list[str],
     malformed: int,
+    file_no: int,
     counts: tuple[int, int, int],
     work_sql: str,
     batch_id: str,
@@ -417,7 +421,7 @@ def _account(
     """Count what became of a file's rows; record its rejects with their record numbers."""
     loaded, rejected, filtered = counts
     if rejected:
-        _record_rejects(con, spec, fs, path, header, work_sql, batch_id)
+        _record_rejects(con, spec, fs, path, header, file_no, work_sql, batch_id)
     return FileResult(
         fs.name,
         str(path),
@@ -461,6 +465,7 @@ def _record_rejects(
     fs: FileSpec,
     path: Path,
     header: list[str],
+    file_no: int,
     work_sql: str,
     batch_id: str,
 ) -> None:
@@ -474,7 +479,7 @@ def _record_rejects(
     """
     tag = f"rej2_{fs.name}"
     source = _read_csv_sql(path, fs, header, tag)
-    select, checks = _file_select(fs, spec, source, batch_id, record_no=True)
+    select, checks = _file_select(fs, spec, source, batch_id, file_no, record_no=True)
     labels = {r.field: r.column or r.field for r in fs.columns}
     column_case = " ".join(f"when {c.condition} then {literal(c.column)}" for c in checks)
     raw_case = " ".join(f"when {c.condition} then {c.raw}" for c in checks)
@@ -503,7 +508,7 @@ def _record_rejects(
         staged as (
             select row_key, reject, sum({rows}) as n
             from {table}
-            where source_file = ? and batch_id = ?
+            where file_no = ? and batch_id = ?
                 and (reject like 'duplicate:%' or reject like 'unknown_%')
             group by row_key, reject
         ),
@@ -532,7 +537,7 @@ def _record_rejects(
     """
     con.execute("set preserve_insertion_order = true")
     try:
-        con.execute(sql, [fs.name, batch_id, str(path), str(path)])
+        con.execute(sql, [file_no, batch_id, str(path), str(path)])
     except duckdb.Error as exc:
         raise EtlError(f"site {spec.site}, file {path.name}: {_first_line(exc)}") from exc
     finally:

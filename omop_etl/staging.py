@@ -3,8 +3,8 @@
 Each *target* is one staging table (``<stage schema>.<target>``). A site spec maps
 its files' columns onto these fields; the CDM transforms read only these tables.
 Every staging row also carries ``batch_id``, ``source_file`` (the spec's file
-name), ``row_key`` (a stable hash of the row's mapped content) and ``reject``
-(the rule a row broke, or NULL).
+name), ``file_no`` (the file of the batch it came from), ``row_key`` (a stable
+hash of the row's mapped content) and ``reject`` (the rule a row broke, or NULL).
 
 Field types: ``text``, ``int``, ``double``, ``date``, ``timestamp``.
 """
@@ -157,6 +157,7 @@ SQL_TYPES = {
 ROW_COLUMNS = {
     "batch_id": "VARCHAR",
     "source_file": "VARCHAR",
+    "file_no": "INTEGER",  # which file of the batch (a spec file's pattern may match several)
     "row_key": "UHUGEINT",
     "reject": "VARCHAR",
 }

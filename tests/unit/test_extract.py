@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from omop_etl.errors import EtlError
@@ -165,3 +167,39 @@ def test_reject_line_numbers_hold_in_a_large_file(tiny):
         (399_321 + 2, "yesterday"),
     ]
     assert summary.rows["condition_occurrence"] == rows - 2
+
+
+def test_a_pattern_matching_several_files_accounts_for_each_file(tiny):
+    spec = tiny.mappings / "sites" / "tiny.yaml"
+    spec.write_text(spec.read_text().replace("pattern: diagnoses.csv", "pattern: diagnoses*.csv"))
+    tiny.patient("p1")
+    folder = tiny.write()
+    (folder / "diagnoses.csv").unlink()
+    header = "patient,visit,code,system,start,stop,value,unit\n"
+    (folder / "diagnoses_1.csv").write_text(
+        header + "p1,,C1,SNOMED,2020-01-01,,,\np1,,C1,SNOMED,bad,,,\n", encoding="utf-8"
+    )
+    (folder / "diagnoses_2.csv").write_text(
+        header + "ghost,,C1,SNOMED,2020-01-02,,,\np1,,C2,SNOMED,2020-01-03,,,\n"
+        "p1,,C2,SNOMED,2020-01-04,,,\n",
+        encoding="utf-8",
+    )
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    summary = run_site("tiny", folder, tiny.warehouse)
+    by_file = {
+        Path(f.path).name: (f.rows_read, f.rows_loaded, f.rows_rejected) for f in summary.files
+    }
+    assert by_file["diagnoses_1.csv"] == (2, 1, 1)
+    assert by_file["diagnoses_2.csv"] == (3, 2, 1)
+    assert [
+        (Path(path).name, line, rule)
+        for path, line, rule in tiny.query(
+            "select file_path, record_no, rule from stage_tiny.rejects order by 1, 2"
+        )
+    ] == [
+        ("diagnoses_1.csv", 3, "invalid_timestamp:start_datetime"),
+        ("diagnoses_2.csv", 2, "unknown_person"),
+    ]
+    assert summary.rows["condition_occurrence"] == 3
