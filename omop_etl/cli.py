@@ -228,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     console.print(
         f"\n[bold]Built:[/] an OMOP CDM v5.4 of {summary.rows.get('person', 0):,} synthetic "
         f"patients in [cyan]{Path(str(target)).resolve()}[/], schema [cyan]{summary.cdm_schema}"
-        "[/] (vocabulary in [cyan]vocab[/], staging, rejects and reconciliation in "
+        "[/] (vocabulary in [cyan]vocab[/], rejects, reconciliation and key map in "
         f"[cyan]stage_{summary.site}[/]).\n"
         "Look at it, e.g.:\n"
         f"  .venv/bin/omop-etl query --warehouse {target} "
