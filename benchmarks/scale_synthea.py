@@ -37,7 +37,7 @@ import duckdb
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = PROJECT_ROOT / "mappings" / "samples" / "synthea_ma27"
-MARKER = "_scaled_export.json"
+MARKER = ".scaled_export.json"  # hidden: not an export file the pipeline should read
 # 2^64 / golden ratio: clone k XORs an id's 128-bit md5 with k * MIX (distinct for every k).
 MIX = 0x9E3779B97F4A7C15
 

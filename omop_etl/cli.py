@@ -26,6 +26,7 @@ from rich.table import Table
 
 from omop_etl import settings
 from omop_etl.errors import EtlError
+from omop_etl.extract import NOT_IN_SPEC
 
 console = Console()
 err_console = Console(stderr=True)
@@ -259,7 +260,8 @@ def print_summary(summary) -> None:
     for f in summary.files:
         files.add_row(
             Path(f.path).name,
-            f.target or "[dim]skipped[/]",
+            f.target
+            or ("[yellow]not read[/]" if f.source_file == NOT_IN_SPEC else "[dim]skipped[/]"),
             f"{f.rows_read:,}",
             f"{f.rows_loaded:,}",
             f"{f.rows_rejected:,}",
@@ -267,7 +269,9 @@ def print_summary(summary) -> None:
         )
     console.print(files)
     for f in summary.files:
-        if f.note:
+        if f.source_file == NOT_IN_SPEC:
+            console.print(f"[yellow]warning:[/] {Path(f.path).name}: {f.note}")
+        elif f.note:
             console.print(f"[dim]{Path(f.path).name}: {f.note}[/]")
     if summary.rejects_by_rule:
         rejects = Table(title="Rejects by rule")

@@ -11,7 +11,6 @@ their record numbers and raw values for the rejects table.
 from __future__ import annotations
 
 import csv
-import glob
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +40,9 @@ create table if not exists {schema}.reconciliation (
 )"""
 
 
+NOT_IN_SPEC = "(not in spec)"  # the source_file of export files no spec file describes
+
+
 @dataclass
 class FileResult:
     """What became of one source file."""
@@ -66,15 +68,26 @@ class _Check:
 
 
 def find_files(input_dir: Path, spec: SiteSpec) -> dict[str, list[Path]]:
-    """Match every spec file pattern in the export folder; missing required files fail."""
+    """Match every spec file pattern in the export folder.
+
+    A missing required file, or a file two patterns match, is an error.
+    """
     if not input_dir.is_dir():
         raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
     found: dict[str, list[Path]] = {}
     missing = []
+    owner: dict[Path, str] = {}
     for fs in spec.files:
-        paths = sorted(Path(p) for p in glob.glob(str(input_dir / fs.pattern)))
+        paths = sorted(p for p in input_dir.glob(fs.pattern) if p.is_file())
         if not paths and fs.required and not fs.skip:
             missing.append(f"{fs.name} ({fs.pattern})")
+        for path in paths:
+            if path in owner:
+                raise EtlError(
+                    f"site {spec.site}: {path.name} matches the patterns of both "
+                    f"{owner[path]} and {fs.name}; make the patterns exclusive"
+                )
+            owner[path] = fs.name
         found[fs.name] = paths
     if missing:
         raise EtlError(
@@ -82,6 +95,16 @@ def find_files(input_dir: Path, spec: SiteSpec) -> dict[str, list[Path]]:
             + ", ".join(missing)
         )
     return found
+
+
+def unmatched_files(input_dir: Path, files: dict[str, list[Path]]) -> list[Path]:
+    """Files of the export folder that no spec file describes (hidden files aside)."""
+    matched = {path for paths in files.values() for path in paths}
+    return sorted(
+        p
+        for p in input_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p not in matched
+    )
 
 
 def read_header(path: Path, fs: FileSpec) -> list[str]:
@@ -291,6 +314,13 @@ def extract_site(
         futures = {i: pool.submit(read, i) for i in order}
         done = [futures[i].result() for i in range(len(jobs))]
     results: list[FileResult] = [r for r in done if isinstance(r, FileResult)]
+    # not silently lost: a file the spec does not describe is reported as not read
+    results += [
+        FileResult(
+            "(not in spec)", str(path), None, note="not described by the site spec; not read"
+        )
+        for path in unmatched_files(input_dir, files)
+    ]
     staged = [
         (file_no, fs, path, *r)
         for file_no, ((fs, path), r) in enumerate(zip(jobs, done, strict=True))

@@ -203,3 +203,35 @@ def test_a_pattern_matching_several_files_accounts_for_each_file(tiny):
         ("diagnoses_2.csv", 2, "unknown_person"),
     ]
     assert summary.rows["condition_occurrence"] == 3
+
+
+def test_a_file_the_spec_does_not_describe_is_reported_not_ignored(tiny, capsys):
+    tiny.patient("p1")
+    folder = tiny.write()
+    (folder / "notes.csv").write_text("id,text\n1,hello\n", encoding="utf-8")
+    tiny.load_vocabulary()
+    from omop_etl.cli import print_summary
+    from omop_etl.pipeline import run_site
+
+    summary = run_site("tiny", folder, tiny.warehouse)
+    assert [(f.source_file, Path(f.path).name, f.note) for f in summary.files if not f.target] == [
+        ("(not in spec)", "notes.csv", "not described by the site spec; not read")
+    ]
+    print_summary(summary)
+    assert "warning: notes.csv: not described by the site spec; not read" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_a_file_two_patterns_match_is_an_error(tiny):
+    spec = tiny.mappings / "sites" / "tiny.yaml"
+    spec.write_text(spec.read_text().replace("pattern: drugs.csv", "pattern: d*.csv"))
+    tiny.patient("p1")
+    folder = tiny.write()
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    with pytest.raises(
+        EtlError, match=r"diagnoses\.csv matches the patterns of both diagnoses and drugs"
+    ):
+        run_site("tiny", folder, tiny.warehouse)
