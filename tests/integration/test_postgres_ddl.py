@@ -37,11 +37,14 @@ def _expected_type(datatype: str) -> tuple[str, int | None]:
 
 @pytest.fixture
 def pg_schemas(pg_url):
+    """The generated DDL run on the server in two throw-away schemas."""
     suffix = uuid.uuid4().hex[:8]
     cdm, vocab = f"t_cdm_{suffix}", f"t_vocab_{suffix}"
     con = psycopg2.connect(pg_url)
     con.autocommit = True
     try:
+        with con.cursor() as cur:
+            cur.execute(schema.postgres_ddl(cdm, vocab))
         yield con, cdm, vocab
     finally:
         with con.cursor() as cur:
@@ -53,7 +56,6 @@ def pg_schemas(pg_url):
 def test_postgres_ddl_creates_every_table_and_field_of_the_spec(pg_schemas):
     con, cdm, vocab = pg_schemas
     with con.cursor() as cur:
-        cur.execute(schema.postgres_ddl(cdm, vocab))
         cur.execute(
             "select table_name, column_name, data_type, character_maximum_length, is_nullable "
             "from information_schema.columns where table_schema in (%s, %s) "
@@ -78,7 +80,6 @@ def test_postgres_ddl_creates_every_table_and_field_of_the_spec(pg_schemas):
 def test_postgres_ddl_enforces_primary_and_foreign_keys(pg_schemas):
     con, cdm, vocab = pg_schemas
     with con.cursor() as cur:
-        cur.execute(schema.postgres_ddl(cdm, vocab))
         cur.execute(
             "select constraint_type, count(*) from information_schema.table_constraints "
             "where table_schema in (%s, %s) and constraint_type in ('PRIMARY KEY', 'FOREIGN KEY') "
