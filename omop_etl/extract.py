@@ -182,8 +182,8 @@ def _rule_sql(rule: ColumnRule, ftype: str, fs: FileSpec, spec: SiteSpec) -> tup
 
 def _file_select(
     fs: FileSpec, spec: SiteSpec, source: str, batch_id: str, file_no: int, record_no: bool
-) -> tuple[str, list[_Check]]:
-    """The SELECT that maps one file onto its staging table, plus its row rules."""
+) -> str:
+    """The SELECT that maps one file onto its staging table, with each row's reject rule."""
     fields = TARGETS[fs.target]
     rules = {r.field: r for r in fs.columns}
     inner = []
@@ -213,16 +213,10 @@ def _file_select(
             checks.append(_Check(f"{quote_ident(name)} is null", f"missing:{name}", label, raw_ref))
     if record_no:
         inner.append("row_number() over () as _record_no")
-    where_filter = ""
+    whens = [(c.condition, literal(c.rule)) for c in checks]
     if fs.filter:
         inner.append(f"coalesce(({fs.filter.sql}), false) as _keep")
-        where_filter = "_keep"
-    reason = "case " + " ".join(f"when {c.condition} then {literal(c.rule)}" for c in checks)
-    if where_filter:
-        reason += f" when not _keep then {literal('filter:' + fs.filter.rule)}"
-    reason += " end" if checks or where_filter else ""
-    if not checks and not where_filter:
-        reason = "cast(null as varchar)"
+        whens.append(("not _keep", literal("filter:" + fs.filter.rule)))
     if fs.target in SUMMED_BY:
         # one staging row per group: the row key names the group, line by line too
         row_key = f"cast(hash({literal(fs.name)}, {quote_ident(SUMMED_BY[fs.target])}) as uhugeint)"
@@ -242,15 +236,27 @@ def _file_select(
         f"{literal(fs.name)} as source_file",
         f"{file_no} as file_no",
         f"{row_key} as row_key",
-        f"{reason} as reject",
+        f"{_case(whens)} as reject",
         *(quote_ident(n) for n in fields),
     ]
     if record_no:
-        outer += ["_record_no"]
+        # the second read also says which column broke which rule, and its raw value
+        outer += [
+            "_record_no",
+            f"{_case([(c.condition, literal(c.column)) for c in checks])} as _col",
+            f"{_case([(c.condition, c.raw) for c in checks])} as _raw",
+        ]
     select = f"select {', '.join(outer)} from (select {', '.join(inner)} from {source})"
     if fs.target in SUMMED_BY and not record_no:
         select = _summed(select, fs.target)
-    return select, checks
+    return select
+
+
+def _case(whens: list[tuple[str, str]]) -> str:
+    """A searched CASE of (condition, value) pairs; NULL when there are none."""
+    if not whens:
+        return "cast(null as varchar)"
+    return "case " + " ".join(f"when {c} then {v}" for c, v in whens) + " end"
 
 
 def _summed(select: str, target: str) -> str:
@@ -281,7 +287,7 @@ def extract_site(
     ``work`` holds one batch: its staging tables and its ``rejects`` are created
     anew. Returns, per source file, rows read = loaded + rejected + filtered.
     """
-    work_sql = render("@w", {"w": work})
+    work_sql = work.sql
     con.execute(f"create schema if not exists {work_sql}")
     for target in TARGETS:
         con.execute(f"drop table if exists {work_sql}.{quote_ident(target)}")
@@ -424,7 +430,7 @@ def _stage_file(
         )
     tag = f"rej_{fs.name}"
     source = _read_csv_sql(path, fs, header, tag)
-    select, _ = _file_select(fs, spec, source, batch_id, file_no, record_no=False)
+    select = _file_select(fs, spec, source, batch_id, file_no, record_no=False)
     table = f"{work_sql}.{quote_ident(fs.target)}"
     try:
         con.execute(f"insert into {table} by name {select}")
@@ -509,32 +515,29 @@ def _record_rejects(
     """
     tag = f"rej2_{fs.name}"
     source = _read_csv_sql(path, fs, header, tag)
-    select, checks = _file_select(fs, spec, source, batch_id, file_no, record_no=True)
+    select = _file_select(fs, spec, source, batch_id, file_no, record_no=True)
     labels = {r.field: r.column or r.field for r in fs.columns}
-    column_case = " ".join(f"when {c.condition} then {literal(c.column)}" for c in checks)
-    raw_case = " ".join(f"when {c.condition} then {c.raw}" for c in checks)
-    inner = select.replace(
-        " from (select ",
-        f", case {column_case or 'when false then null'} end as _col, "
-        f"case {raw_case or 'when false then null'} end as _raw from (select ",
-        1,
+    fields = TARGETS[fs.target]
+    ref_rules = [(r, f) for r, f in _REFERENTIAL_FIELD.items() if f is None or f in fields]
+    ref_column = _case(
+        [
+            (f"slot.reject = {literal(r)}", literal(labels.get(f, f) if f else None))
+            for r, f in ref_rules
+        ]
     )
-    ref_column = " ".join(
-        f"when {literal(rule)} then {literal(labels.get(field, field) if field else None)}"
-        for rule, field in _REFERENTIAL_FIELD.items()
-        if field is None or field in TARGETS[fs.target]
-    )
-    ref_raw = " ".join(
-        f"when {literal(rule)} then cast(src.{quote_ident(field)} as varchar)"
-        for rule, field in _REFERENTIAL_FIELD.items()
-        if field and field in TARGETS[fs.target]
+    ref_raw = _case(
+        [
+            (f"slot.reject = {literal(r)}", f"cast(src.{quote_ident(f)} as varchar)")
+            for r, f in ref_rules
+            if f
+        ]
     )
     table = f"{work_sql}.{quote_ident(fs.target)}"
     rows = "source_rows" if fs.target in SUMMED_BY else "1"
     first_line = 2 if fs.read["header"] else 1
     sql = f"""
         insert into {work_sql}.rejects
-        with src as materialized ({inner}),
+        with src as materialized ({select}),
         staged as (
             select row_key, reject, sum({rows}) as n
             from {table}
@@ -557,9 +560,9 @@ def _record_rejects(
         where reject is not null and reject not like 'filter:%'
         union all
         select src.batch_id, src.source_file, ?, src._record_no + {first_line - 1},
-            case slot.reject {ref_column or "when '' then null"} end,
+            {ref_column},
             slot.reject,
-            case slot.reject {ref_raw or "when '' then null"} end
+            {ref_raw}
         from candidate as src
         inner join slot
             on slot.row_key = src.row_key

@@ -21,7 +21,7 @@ from omop_etl import __version__, schema, settings
 from omop_etl.errors import EtlError
 from omop_etl.extract import RECONCILIATION_DDL, REJECTS_DDL, FileResult, extract_site
 from omop_etl.spec import SiteSpec, load_spec
-from omop_etl.sql import Ident, quote_ident, render
+from omop_etl.sql import Ident, quote_ident
 from omop_etl.warehouse import Target, connect
 from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
 
@@ -83,7 +83,7 @@ def run_site(
         con.execute("set checkpoint_threshold = '1TB'")
         work = Ident(SCRATCH, stage)
         build = Ident(SCRATCH, cdm)
-        con.execute(render("create schema @b", {"b": build}))
+        con.execute(f"create schema {build.sql}")
 
         def file_progress(name: str, path: Path) -> None:
             if progress:
@@ -155,7 +155,7 @@ def _require_vocabulary(con: duckdb.DuckDBPyConnection) -> None:
 
 def _source_release_date(con: duckdb.DuckDBPyConnection, work: Ident) -> date:
     """The newest clinical date in the batch: a date the data itself fixes."""
-    s = render("@w", {"w": work})
+    s = work.sql
     latest = con.execute(
         f"select greatest(max(start_datetime), max(end_datetime)) from {s}.visit "
         f"where reject is null union all "
@@ -191,7 +191,7 @@ def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: st
     old one.
     """
     cdm_sql = quote_ident(cdm)
-    build_sql = render("@b", {"b": build})
+    build_sql = build.sql
     con.execute("begin transaction")
     try:
         _store_batch_records(con, batch)
@@ -220,9 +220,7 @@ def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     con.execute(RECONCILIATION_DDL.format(schema=stage))
     for table in ("rejects", "reconciliation"):
         con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
-    con.execute(
-        f"insert into {stage}.rejects select * from {render('@w', {'w': batch.work})}.rejects"
-    )
+    con.execute(f"insert into {stage}.rejects select * from {batch.work.sql}.rejects")
     rows = [
         (
             batch.batch_id,

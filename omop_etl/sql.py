@@ -57,6 +57,15 @@ class Ident(str):
         value.parts = parts
         return value
 
+    @property
+    def sql(self) -> str:
+        """The quoted, qualified name.
+
+        >>> Ident("scratch", "stage_a").sql
+        '"scratch"."stage_a"'
+        """
+        return ".".join(quote_ident(part) for part in self.parts)
+
 
 def render(sql: str, params: dict[str, Any]) -> str:
     """Replace ``@name`` placeholders: ``Ident`` values are quoted, others become literals.
@@ -72,7 +81,7 @@ def render(sql: str, params: dict[str, Any]) -> str:
             raise EtlError(f"SQL parameter @{key} has no value")
         value = params[key]
         if isinstance(value, Ident):
-            return ".".join(quote_ident(part) for part in value.parts)
+            return value.sql
         return literal(value)
 
     return _PARAM.sub(sub, sql)

@@ -122,7 +122,7 @@ def _run_step(
             return
         sql = render(sql_text(step.kind, step.name), params)
         if step.kind == "cdm":
-            table = render("@cdm", params) + "." + quote_ident(step.name)
+            table = f"{params['cdm'].sql}.{quote_ident(step.name)}"
             sql = f"create or replace table {table} as ({sql})"
         try:
             cur.execute(sql)
@@ -134,7 +134,7 @@ def _run_step(
 
 def _assign_ids(con: duckdb.DuckDBPyConnection, params: dict[str, Any], keys: Ident) -> None:
     """Give the new keys of a work table ids from the key map, one CDM table at a time."""
-    work = render("@work", params)
+    work = params["work"].sql
     tables = [
         t for (t,) in con.execute(f"select distinct tbl from {work}.{quote_ident(keys)}").fetchall()
     ]
@@ -150,8 +150,7 @@ def _assign_ids(con: duckdb.DuckDBPyConnection, params: dict[str, Any], keys: Id
 def _check_id_capacity(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
     limit = params["id_base"] + ID_BLOCK_SIZE - 1
     full = con.execute(
-        f"select tbl, max(id) from {render('@stage', params)}.key_map "
-        "group by tbl having max(id) > ?",
+        f"select tbl, max(id) from {params['stage'].sql}.key_map group by tbl having max(id) > ?",
         [limit],
     ).fetchall()
     if full:
