@@ -316,7 +316,7 @@ def extract_site(
 
     # Two files at a time, largest first: small files fill the gaps of the large ones.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].stat().st_size)
-    with ThreadPoolExecutor(max_workers=settings.extract_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=settings.workers()) as pool:
         futures = {i: pool.submit(read, i) for i in order}
         done = [futures[i].result() for i in range(len(jobs))]
     results: list[FileResult] = [r for r in done if isinstance(r, FileResult)]

@@ -54,9 +54,10 @@ def duckdb_memory_limit() -> str:
     return os.environ.get("OMOP_ETL_MEMORY_LIMIT", "2GB")
 
 
-def extract_workers() -> int:
-    """Files read at the same time during extraction (OMOP_ETL_EXTRACT_WORKERS, default 2)."""
-    return max(1, int(os.environ.get("OMOP_ETL_EXTRACT_WORKERS", "2")))
+def workers() -> int:
+    """Statements a run executes at the same time: files read, transform steps of a phase
+    (OMOP_ETL_WORKERS, default 2)."""
+    return max(1, int(os.environ.get("OMOP_ETL_WORKERS", "2")))
 
 
 def duckdb_threads() -> int | None:

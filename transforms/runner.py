@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 
+from omop_etl import settings
 from omop_etl.errors import EtlError
 from omop_etl.sql import Ident, quote_ident, render
 from omop_etl.warehouse import cursor
@@ -95,13 +96,12 @@ def run_transforms(
     con: duckdb.DuckDBPyConnection,
     params: dict[str, Any],
     progress: Callable[[Step], None] | None = None,
-    workers: int = 2,
 ) -> None:
-    """Run every phase in order, up to ``workers`` steps of a phase at a time.
+    """Run every phase in order, up to ``settings.workers()`` steps of a phase at a time.
 
     Raises EtlError naming the failing step.
     """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=settings.workers()) as pool:
         for phase in PHASES:
             for future in [pool.submit(_run_step, con, step, params, progress) for step in phase]:
                 future.result()
@@ -144,18 +144,15 @@ def _assign_ids(con: duckdb.DuckDBPyConnection, params: dict[str, Any], keys: Id
             con.execute(render(template, {**params, "keys": keys, "tbl": table}))
         except duckdb.Error as exc:
             raise EtlError(f"assigning ids for {table} failed: {exc}") from exc
-    _check_id_capacity(con, params)
+        _check_id_capacity(con, params, table)
 
 
-def _check_id_capacity(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
-    limit = params["id_base"] + ID_BLOCK_SIZE - 1
-    full = con.execute(
-        f"select tbl, max(id) from {params['stage'].sql}.key_map group by tbl having max(id) > ?",
-        [limit],
-    ).fetchall()
-    if full:
-        tables = ", ".join(t for t, _ in full)
+def _check_id_capacity(con: duckdb.DuckDBPyConnection, params: dict[str, Any], table: str) -> None:
+    (last,) = con.execute(
+        f"select max(id) from {params['stage'].sql}.key_map where tbl = ?", [table]
+    ).fetchall()[0]
+    if last is not None and last > params["id_base"] + ID_BLOCK_SIZE - 1:
         raise EtlError(
-            f"the site's id block is full for {tables}: at most {ID_BLOCK_SIZE:,} rows per "
+            f"the site's id block is full for {table}: at most {ID_BLOCK_SIZE:,} rows per "
             "CDM table per site"
         )
