@@ -18,6 +18,7 @@ import duckdb
 
 from omop_etl import schema
 from omop_etl.errors import EtlError
+from omop_etl.sql import literal, quote_ident
 
 # A concept row the bundled demo subset carries only as a stand-in for a concept it
 # does not ship: vocabulary 'Unknown' and concept_code 'placeholder-<concept_id>'. A
@@ -123,22 +124,14 @@ def _first_row(
     return rows[0] if rows else None
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _columns_struct(names: Sequence[str]) -> str:
-    return "{" + ", ".join(f"{_literal(name)}: 'VARCHAR'" for name in names) + "}"
+    return "{" + ", ".join(f"{literal(name)}: 'VARCHAR'" for name in names) + "}"
 
 
 def _athena_reader(path: Path, header: Sequence[str]) -> str:
     """read_csv over an Athena file: tab-separated, unquoted, every field as text."""
     return (
-        f"read_csv({_literal(str(path))}, delim='\\t', quote='', escape='', header=true, "
+        f"read_csv({literal(str(path))}, delim='\\t', quote='', escape='', header=true, "
         f"auto_detect=false, strict_mode=true, null_padding=false, encoding='utf-8', "
         f"columns={_columns_struct(header)})"
     )
@@ -147,7 +140,7 @@ def _athena_reader(path: Path, header: Sequence[str]) -> str:
 def _csv_reader(path: Path, header: Sequence[str]) -> str:
     """read_csv over an ordinary comma-separated, double-quoted file, every field as text."""
     return (
-        f"read_csv({_literal(str(path))}, delim=',', quote='\"', escape='\"', header=true, "
+        f"read_csv({literal(str(path))}, delim=',', quote='\"', escape='\"', header=true, "
         f"auto_detect=false, strict_mode=true, null_padding=false, encoding='utf-8', "
         f"columns={_columns_struct(header)})"
     )
@@ -245,7 +238,7 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
 
 
 def _count(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> int:
-    row = _first_row(con, f"SELECT count(*) FROM {_ident(schema)}.{_ident(table)}")
+    row = _first_row(con, f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(table)}")
     return int(row[0]) if row else 0
 
 
@@ -308,7 +301,7 @@ def _athena_header(table: VocabularyTable, path: Path) -> list[str]:
 def _athena_select(table: VocabularyTable, path: Path, header: Sequence[str]) -> str:
     """SELECT of the file's rows typed as the table's columns."""
     fields = ", ".join(
-        f"{_typed(column, _ident(column.name))} AS {_ident(column.name)}"
+        f"{_typed(column, quote_ident(column.name))} AS {quote_ident(column.name)}"
         for column in table.columns
     )
     return f"SELECT {fields} FROM {_athena_reader(path, header)}"
@@ -337,7 +330,7 @@ def _describe_failure(
 ) -> EtlError:
     """An EtlError naming the file, and the line and problem when they can be found."""
     try:
-        problems = [_problem(column, _ident(column.name)) for column in table.columns]
+        problems = [_problem(column, quote_ident(column.name)) for column in table.columns]
         found = _first_bad_row(con, _athena_reader(path, header), problems)
     except duckdb.Error as second:
         return EtlError(f"{path}: {_short(second)}")
@@ -348,18 +341,20 @@ def _describe_failure(
 
 
 def _create_tables(con: duckdb.DuckDBPyConnection, schema: str) -> None:
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
     for table in VOCABULARY_TABLES:
         columns = ", ".join(
-            f"{_ident(c.name)} {c.type}{' NOT NULL' if c.required else ''}" for c in table.columns
+            f"{quote_ident(c.name)} {c.type}{' NOT NULL' if c.required else ''}"
+            for c in table.columns
         )
-        con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(schema)}.{_ident(table.name)} ({columns})")
+        target = f"{quote_ident(schema)}.{quote_ident(table.name)}"
+        con.execute(f"CREATE TABLE IF NOT EXISTS {target} ({columns})")
 
 
 def _placeholder(alias: str) -> str:
     return (
-        f"({alias}.vocabulary_id = {_literal(PLACEHOLDER_VOCABULARY)} AND {alias}.concept_code = "
-        f"{_literal(PLACEHOLDER_CODE_PREFIX)} || CAST({alias}.concept_id AS VARCHAR))"
+        f"({alias}.vocabulary_id = {literal(PLACEHOLDER_VOCABULARY)} AND {alias}.concept_code = "
+        f"{literal(PLACEHOLDER_CODE_PREFIX)} || CAST({alias}.concept_id AS VARCHAR))"
     )
 
 
@@ -374,17 +369,19 @@ def _add_supplement(
 
     A concept that is only a placeholder stub in the table is replaced by the supplement row.
     """
-    target = f"{_ident(schema)}.{_ident(table.name)}"
+    target = f"{quote_ident(schema)}.{quote_ident(table.name)}"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _vocab_supplement AS {_athena_select(table, path, header)}"
     )
-    same_key = " AND ".join(f"b.{_ident(k)} IS NOT DISTINCT FROM s.{_ident(k)}" for k in table.key)
+    same_key = " AND ".join(
+        f"b.{quote_ident(k)} IS NOT DISTINCT FROM s.{quote_ident(k)}" for k in table.key
+    )
     if table.name == "concept":
         con.execute(
             f"DELETE FROM {target} AS b WHERE {_placeholder('b')} "
             f"AND b.concept_id IN (SELECT concept_id FROM _vocab_supplement)"
         )
-    names = ", ".join(_ident(name) for name in table.column_names)
+    names = ", ".join(quote_ident(name) for name in table.column_names)
     con.execute(
         f"INSERT INTO {target} ({names}) SELECT {names} FROM _vocab_supplement AS s "
         f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS b WHERE {same_key})"
@@ -452,9 +449,9 @@ def load_vocabulary(
     try:
         _create_tables(con, schema)
         for table, base, added in plan:
-            target = f"{_ident(schema)}.{_ident(table.name)}"
+            target = f"{quote_ident(schema)}.{quote_ident(table.name)}"
             con.execute(f"DELETE FROM {target}")
-            names = ", ".join(_ident(name) for name in table.column_names)
+            names = ", ".join(quote_ident(name) for name in table.column_names)
             for source, adding in ((base, False), (added, True)):
                 if source is None:
                     continue
@@ -504,7 +501,7 @@ _DATE_FORMS = "[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2}"
 def _map_date(source: str, default: str) -> str:
     """SQL for a code-map date: YYYYMMDD, YYYY-MM-DD or empty (then `default`)."""
     return (
-        f"CASE WHEN {source} IS NULL THEN DATE {_literal(default)} "
+        f"CASE WHEN {source} IS NULL THEN DATE {literal(default)} "
         f"WHEN regexp_full_match({source}, '[0-9]{{8}}') "
         f"THEN CAST(strptime({source}, '%Y%m%d') AS DATE) "
         f"ELSE CAST(strptime({source}, '%Y-%m-%d') AS DATE) END"
@@ -587,7 +584,7 @@ def _stage_code_map(
         """The staged text column, trimmed, empty as NULL; NULL when the file lacks it."""
         if name.lower() not in columns:
             return "CAST(NULL AS VARCHAR)"
-        return f"nullif(trim({_ident(columns[name.lower()])}), '')"
+        return f"nullif(trim({quote_ident(columns[name.lower()])}), '')"
 
     if item.kind == "stcm":
         return (
@@ -612,7 +609,7 @@ def _stage_code_map(
     return (
         "SELECT _line AS line, "
         f"{col('sourceCode')} AS source_code, '0' AS source_concept_id, "
-        f"coalesce({col(USAGI_VOCABULARY_COLUMN)}, {_literal(fallback)}) "
+        f"coalesce({col(USAGI_VOCABULARY_COLUMN)}, {literal(fallback)}) "
         "AS source_vocabulary_id, "
         f"{col('sourceName')} AS source_code_description, "
         f"{col(item.target_column)} AS target_concept_id, "
@@ -683,9 +680,9 @@ def load_code_maps(
             _rollback(con)
             raise EtlError(f"cannot create the vocabulary tables in {schema}: {exc}") from exc
 
-    concept = f"{_ident(schema)}.concept"
-    target = f"{_ident(schema)}.{_ident(STCM.name)}"
-    names = ", ".join(_ident(name) for name in STCM.column_names)
+    concept = f"{quote_ident(schema)}.concept"
+    target = f"{quote_ident(schema)}.{quote_ident(STCM.name)}"
+    names = ", ".join(quote_ident(name) for name in STCM.column_names)
     staged: list[tuple[Path, str]] = []
     try:
         for number, item in enumerate(items):
