@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         type=date.fromisoformat,
         help="logical date of the batch, YYYY-MM-DD (default: newest date in the data)",
     )
+    run.add_argument(
+        "--demo-key",
+        action="store_true",
+        help="pseudonymize with the public demo key when the site has no secret "
+        "(synthetic data only)",
+    )
     run.set_defaults(handler=cmd_run)
 
     spec = sub.add_parser("spec", help="site spec commands").add_subparsers(metavar="ACTION")
@@ -169,6 +175,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             target,
             batch_id=args.batch_id,
             batch_date=args.batch_date,
+            demo_key=args.demo_key,
             progress=update,
         )
     print_summary(summary)

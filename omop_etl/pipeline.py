@@ -19,9 +19,18 @@ import duckdb
 
 from omop_etl import __version__, schema, settings
 from omop_etl.errors import EtlError
-from omop_etl.extract import RECONCILIATION_DDL, REJECTS_DDL, FileResult, extract_site
+from omop_etl.extract import (
+    FLAGS_DDL,
+    RECONCILIATION_DDL,
+    STORED_REJECTS_DDL,
+    SUPERSEDED,
+    FileResult,
+    extract_site,
+)
+from omop_etl.privacy import site_key
 from omop_etl.spec import SiteSpec, load_spec
-from omop_etl.sql import Ident, quote_ident
+from omop_etl.sql import Ident, literal, quote_ident
+from omop_etl.staging import TARGETS, staging_ddl
 from omop_etl.warehouse import Target, connect
 from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
 
@@ -37,6 +46,10 @@ class RunSummary:
     rows: dict[str, int]
     files: list[FileResult]
     rejects_by_rule: dict[str, int] = field(default_factory=dict)
+    flags_by_rule: dict[str, int] = field(default_factory=dict)
+    mapping: dict[str, tuple[int, int]] = field(default_factory=dict)  # table: (mapped, rows)
+    unmapped_codes: int = 0  # distinct source codes with concept 0 in this run
+    status: str = "published"
     seconds: float = 0.0
 
     @property
@@ -60,14 +73,20 @@ def run_site(
     *,
     batch_id: str | None = None,
     batch_date: date | None = None,
+    demo_key: bool = False,
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Extract, map and publish one site's export batch into the warehouse."""
+    """Extract, map and publish one site's export batch into the warehouse.
+
+    A batch whose rejects exceed the spec's ``max_reject_rate`` is not published: its
+    rejects and reconciliation are stored, the run log says why, and EtlError is raised.
+    """
     started = time.perf_counter()
     spec = load_spec(site)
     if not input_dir.is_dir():
         raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
     batch_id = batch_id or default_batch_id(input_dir)
+    key = site_key(spec.site, demo=demo_key)
     con = connect(target)
     try:
         _require_vocabulary(con)
@@ -89,7 +108,15 @@ def run_site(
             if progress:
                 progress(f"extract {name}: {path.name}")
 
-        files = extract_site(con, spec, input_dir, work, batch_id, progress=file_progress)
+        earlier = Ident(catalog, stage) if spec.batches == "incremental" else None
+        files = extract_site(
+            con, spec, input_dir, work, batch_id, key=key, earlier=earlier, progress=file_progress
+        )
+        batch = Batch(spec.site, batch_id, files, work, stage, spec.batches == "incremental")
+        blocked = _over_reject_threshold(spec, batch, con)
+        if blocked:
+            _store_blocked(con, batch, blocked)
+            raise EtlError(blocked)
         source_release = _source_release_date(con, work)
         params = {
             # views built in the scratch database resolve names there: qualify
@@ -115,28 +142,83 @@ def run_site(
         run_transforms(con, params, progress=step_progress)
         if progress:
             progress("publish")
-        _publish(con, Batch(batch_id, files, work, stage), build, cdm)
+        _publish(con, batch, build, cdm)
         con.execute(f"detach {SCRATCH}")
         con.execute("checkpoint")
         rows = {t: _count(con, cdm, t) for t in schema.cdm_tables()}
-        rejects = dict(
-            con.execute(
-                f"select rule, count(*) from {quote_ident(stage)}.rejects where batch_id = ? "
-                "group by rule order by count(*) desc, rule",
+        summary = RunSummary(
+            site=spec.site,
+            batch_id=batch_id,
+            warehouse=str(target),
+            cdm_schema=cdm,
+            rows=rows,
+            files=files,
+            rejects_by_rule=_by_rule(con, stage, "rejects", "count(*)", batch_id),
+            flags_by_rule=_by_rule(con, stage, "flags", "sum(rows)", batch_id),
+            mapping=mapping_coverage(con, cdm),
+            unmapped_codes=con.execute(
+                f"select count(*) from {quote_ident(stage)}.unmapped_codes where batch_id = ?",
                 [batch_id],
-            ).fetchall()
+            ).fetchall()[0][0],
         )
     finally:
         con.close()
-    return RunSummary(
-        site=spec.site,
-        batch_id=batch_id,
-        warehouse=str(target),
-        cdm_schema=cdm,
-        rows=rows,
-        files=files,
-        rejects_by_rule=rejects,
-        seconds=time.perf_counter() - started,
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _by_rule(
+    con: duckdb.DuckDBPyConnection, stage: str, table: str, measure: str, batch_id: str
+) -> dict[str, int]:
+    return {
+        rule: int(n)
+        for rule, n in con.execute(
+            f"select rule, {measure} from {quote_ident(stage)}.{table} where batch_id = ? "
+            f"group by rule order by {measure} desc, rule",
+            [batch_id],
+        ).fetchall()
+    }
+
+
+# CDM tables and the concept field whose 0 means "source code not mapped"
+MAPPED_FIELDS = {
+    "condition_occurrence": "condition_concept_id",
+    "drug_exposure": "drug_concept_id",
+    "procedure_occurrence": "procedure_concept_id",
+    "measurement": "measurement_concept_id",
+    "observation": "observation_concept_id",
+    "device_exposure": "device_concept_id",
+}
+
+
+def mapping_coverage(con: duckdb.DuckDBPyConnection, cdm: str) -> dict[str, tuple[int, int]]:
+    """Per clinical CDM table: (rows with a standard concept, rows)."""
+    parts = [
+        f"select {literal(table)}, count(*) filter (where {field} <> 0), count(*) "
+        f"from {quote_ident(cdm)}.{quote_ident(table)}"
+        for table, field in MAPPED_FIELDS.items()
+    ]
+    return {t: (m, n) for t, m, n in con.execute(" union all ".join(parts)).fetchall()}
+
+
+def _over_reject_threshold(
+    spec: SiteSpec, batch: Batch, con: duckdb.DuckDBPyConnection
+) -> str | None:
+    """Why the batch may not be published (too many rejects), or None."""
+    read = sum(f.rows_read for f in batch.files)
+    rejected = sum(f.rows_rejected for f in batch.files)
+    if not read or rejected / read <= spec.max_reject_rate:
+        return None
+    worst = con.execute(
+        f"select rule, count(*) from {batch.work.sql}.rejects group by rule "
+        "order by count(*) desc, rule limit 3"
+    ).fetchall()
+    rules = ", ".join(f"{rule} ({n:,})" for rule, n in worst)
+    return (
+        f"site {spec.site}, batch {batch.batch_id}: {rejected:,} of {read:,} rows rejected "
+        f"({rejected / read:.1%}), over the site's limit of {spec.max_reject_rate:.1%}; "
+        f"nothing was published. Worst rules: {rules}. The rejects are in "
+        f"{batch.stage}.rejects"
     )
 
 
@@ -175,10 +257,26 @@ def _spec_digest(spec: SiteSpec) -> str:
 class Batch:
     """A batch on its way to publishing: its files' fates, its scratch and lasting schemas."""
 
+    site: str
     batch_id: str
     files: list[FileResult]
     work: Ident
     stage: str
+    incremental: bool  # its staging is kept, for the site's later batches
+
+
+RUN_LOG_DDL = """
+create table if not exists results.run_log (
+    site varchar, batch_id varchar, status varchar, finished_at timestamp,
+    rows_read bigint, rows_loaded bigint, rows_rejected bigint, rows_filtered bigint,
+    message varchar
+)"""
+
+UNMAPPED_DDL = """
+create table if not exists {schema}.unmapped_codes (
+    batch_id varchar, source_vocabulary_id varchar, source_code varchar,
+    source_name varchar, frequency bigint, domain_id varchar
+)"""
 
 
 def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: str) -> None:
@@ -186,15 +284,24 @@ def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: st
 
     The written tables are dropped and recreated from the CDM DDL (NOT NULL
     enforced on the way in), filled from the build, and get their primary keys.
-    The batch's rejects and reconciliation are stored in the same transaction.
-    A reader sees the old CDM or the new one, never a mix; a failure leaves the
-    old one.
+    The batch's rejects, reconciliation, flags, unmapped codes, run log entry and
+    (incremental sites) staging are stored in the same transaction. A reader sees
+    the old CDM or the new one, never a mix; a failure leaves the old one.
     """
     cdm_sql = quote_ident(cdm)
     build_sql = build.sql
     con.execute("begin transaction")
     try:
         _store_batch_records(con, batch)
+        _log_run(con, batch, "published", None)
+        stage = quote_ident(batch.stage)
+        con.execute(UNMAPPED_DDL.format(schema=stage))
+        con.execute(f"delete from {stage}.unmapped_codes where batch_id = ?", [batch.batch_id])
+        con.execute(
+            f"insert into {stage}.unmapped_codes select * from {batch.work.sql}.work_unmapped_codes"
+        )
+        if batch.incremental:
+            _keep_staging(con, batch)
         for table in CDM_TABLES_WRITTEN:
             con.execute(f"drop table if exists {cdm_sql}.{quote_ident(table)}")
         schema.create_schema(con, cdm, tables=schema.cdm_tables())
@@ -213,14 +320,81 @@ def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: st
         raise
 
 
-def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
-    """The batch's rejects and reconciliation, replacing an earlier run's of the same batch."""
+def _keep_staging(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """This batch's kept staging rows replace its earlier ones in the stage schema."""
     stage = quote_ident(batch.stage)
-    con.execute(REJECTS_DDL.format(schema=stage))
-    con.execute(RECONCILIATION_DDL.format(schema=stage))
-    for table in ("rejects", "reconciliation"):
+    for target in TARGETS:
+        table = quote_ident(target)
+        con.execute(staging_ddl(stage, target))
         con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
-    con.execute(f"insert into {stage}.rejects select * from {batch.work.sql}.rejects")
+        con.execute(
+            f"insert into {stage}.{table} by name select * from {batch.work.sql}.{table} "
+            f"where batch_id = ? and (reject is null or reject = {literal(SUPERSEDED)})",
+            [batch.batch_id],
+        )
+
+
+def _store_blocked(con: duckdb.DuckDBPyConnection, batch: Batch, why: str) -> None:
+    """A blocked batch: its rejects and reconciliation are kept, nothing is published."""
+    con.execute("begin transaction")
+    try:
+        _store_batch_records(con, batch)
+        _log_run(con, batch, "blocked", why)
+        con.execute("commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("rollback")
+        raise
+
+
+def _log_run(
+    con: duckdb.DuckDBPyConnection, batch: Batch, status: str, message: str | None
+) -> None:
+    con.execute("create schema if not exists results")
+    con.execute(RUN_LOG_DDL)
+    files = batch.files
+    con.execute(
+        "insert into results.run_log values (?, ?, ?, now()::timestamp, ?, ?, ?, ?, ?)",
+        [
+            batch.site,
+            batch.batch_id,
+            status,
+            sum(f.rows_read for f in files),
+            sum(f.rows_loaded for f in files),
+            sum(f.rows_rejected for f in files),
+            sum(f.rows_filtered for f in files),
+            message,
+        ],
+    )
+
+
+def published_batches(con: duckdb.DuckDBPyConnection, site: str) -> set[str]:
+    """The batches of a site that were published (the run log says so)."""
+    found = con.execute(
+        "select count(*) from duckdb_tables() where schema_name = 'results' "
+        "and table_name = 'run_log'"
+    ).fetchall()[0][0]
+    if not found:
+        return set()
+    rows = con.execute(
+        "select distinct batch_id from results.run_log where site = ? and status = 'published'",
+        [site],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """The batch's rejects, reconciliation and flags, replacing an earlier run's of it."""
+    stage = quote_ident(batch.stage)
+    con.execute(f"create schema if not exists {stage}")
+    con.execute(STORED_REJECTS_DDL.format(schema=stage))
+    con.execute(RECONCILIATION_DDL.format(schema=stage))
+    con.execute(FLAGS_DDL.format(schema=stage))
+    for table in ("rejects", "reconciliation", "flags"):
+        con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
+    con.execute(
+        f"insert into {stage}.rejects select ?, * from {batch.work.sql}.rejects", [batch.site]
+    )
     rows = [
         (
             batch.batch_id,
@@ -239,6 +413,13 @@ def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         con.executemany(
             f"insert into {stage}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
         )
+    flags = [
+        (batch.batch_id, f.source_file, f.path, rule, n)
+        for f in batch.files
+        for rule, n in sorted(f.flags.items())
+    ]
+    if flags:
+        con.executemany(f"insert into {stage}.flags values (?, ?, ?, ?, ?)", flags)
 
 
 def _count(con: duckdb.DuckDBPyConnection, schema_name: str, table: str) -> int:
@@ -249,4 +430,4 @@ def _count(con: duckdb.DuckDBPyConnection, schema_name: str, table: str) -> int:
 def run_demo_site(target: Target, progress: Progress | None = None) -> RunSummary:
     """The bundled Synthea sample into the warehouse (used by ``omop-etl demo``)."""
     sample = settings.mappings_dir() / "samples" / "synthea_ma27"
-    return run_site("synthea", sample, target, progress=progress)
+    return run_site("synthea", sample, target, demo_key=True, progress=progress)

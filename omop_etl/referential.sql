@@ -3,7 +3,8 @@
 -- data and gets the rule in `reject`; the rejects table and the reconciliation
 -- count it. Nothing is deleted.
 --   * encounters, events and coverage periods of an unknown patient: `unknown_person`;
---   * cost lines of an unknown encounter: `unknown_visit`.
+--   * cost lines of an unknown encounter: `unknown_visit`;
+--   * events of an unknown encounter are kept without it, flagged `unknown_visit`.
 
 update @work.visit as v set reject = 'unknown_person'
 where reject is null
@@ -31,4 +32,14 @@ where reject is null
     and not exists (
         select 1 from @work.visit as v
         where v.visit_source_value = c.visit_source_value and v.reject is null
+    );
+
+-- An event whose encounter is unknown keeps its data; only the link is dropped, and
+-- the row is flagged `unknown_visit`.
+update @work.event as e set visit_source_value = null, flag = coalesce(flag, 'unknown_visit')
+where reject is null
+    and visit_source_value is not null
+    and not exists (
+        select 1 from @work.visit as v
+        where v.visit_source_value = e.visit_source_value and v.reject is null
     );

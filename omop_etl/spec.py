@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ from omop_etl import settings
 from omop_etl.errors import EtlError
 from omop_etl.staging import TARGETS
 
-FORMATS = {"csv"}
+FORMATS = {"csv", "parquet", "ndjson"}
+ENCODINGS = {"utf-8", "utf8", "utf-8-sig", "cp949", "euc-kr", "euc_kr"}
+BATCH_MODES = {"incremental", "snapshot"}
 CDM_DOMAINS = {"Condition", "Drug", "Procedure", "Measurement", "Observation", "Device"}
 FORMAT_ALIASES = {"date", "datetime"}
-_COLUMN_KEYS = {"column", "const", "sql", "format", "map", "default"}
+_COLUMN_KEYS = {"column", "const", "sql", "json", "format", "map", "default", "free_text"}
 _FILE_KEYS = {
     "name",
     "pattern",
@@ -42,6 +45,7 @@ _FILE_KEYS = {
         "null_values",
         "date_format",
         "datetime_format",
+        "sentinel_dates",
     ),
 }
 _READ_DEFAULTS: dict[str, Any] = {
@@ -54,8 +58,21 @@ _READ_DEFAULTS: dict[str, Any] = {
     "null_values": [""],
     "date_format": "%Y-%m-%d",
     "datetime_format": "%Y-%m-%dT%H:%M:%S",
+    # placeholder dates some systems write for "unknown": a row holding one is rejected
+    "sentinel_dates": ["9999-12-31", "1900-01-01"],
 }
-_TOP_KEYS = {"site", "description", "id_block", "defaults", "value_maps", "units", "files"}
+_TOP_KEYS = {
+    "site",
+    "description",
+    "id_block",
+    "defaults",
+    "value_maps",
+    "units",
+    "files",
+    "batches",
+    "max_reject_rate",
+}
+DEFAULT_MAX_REJECT_RATE = 0.05
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .\-]*$")
 MAX_ID_BLOCK = 15
 
@@ -68,6 +85,7 @@ class ColumnRule:
     column: str | None = None
     const: Any = None
     sql: str | None = None
+    json: str | None = None  # a JSON path into an ndjson file's record
     format: str | None = None
     map: str | None = None
     default: Any = None
@@ -102,6 +120,8 @@ class SiteSpec:
     value_maps: dict[str, dict[str, Any]] = field(default_factory=dict)
     unit_vocabulary: str | None = None
     path: Path | None = None
+    batches: str = "incremental"
+    max_reject_rate: float = DEFAULT_MAX_REJECT_RATE
 
     @property
     def id_base(self) -> int:
@@ -194,6 +214,21 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
     if units and not isinstance(unit_vocabulary, str):
         problems.append("units.vocabulary: expected the source_vocabulary_id of a unit code map")
 
+    batches = raw.get("batches", "incremental")
+    if batches not in BATCH_MODES:
+        problems.append(
+            f"batches: {batches!r} is not one of {sorted(BATCH_MODES)} (incremental: each "
+            "batch adds to the earlier ones; snapshot: each batch is the whole export)"
+        )
+    max_rate = raw.get("max_reject_rate", DEFAULT_MAX_REJECT_RATE)
+    if (
+        isinstance(max_rate, bool)
+        or not isinstance(max_rate, int | float)
+        or not 0 <= max_rate <= 1
+    ):
+        problems.append("max_reject_rate: expected a fraction from 0 to 1 (e.g. 0.05)")
+        max_rate = DEFAULT_MAX_REJECT_RATE
+
     raw_files = raw.get("files")
     if not isinstance(raw_files, list) or not raw_files:
         problems.append("files: required, a list of the export's files")
@@ -218,14 +253,16 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         value_maps=value_maps,
         unit_vocabulary=unit_vocabulary,
         path=path,
+        batches=str(batches),
+        max_reject_rate=float(max_rate),
     )
 
 
 def _check_read_options(opts: dict[str, Any], where: str, problems: list[str]) -> None:
     if opts["format"] not in FORMATS:
         problems.append(f"{where}.format: {opts['format']!r} is not one of {sorted(FORMATS)}")
-    if str(opts["encoding"]).lower().replace("_", "-") not in {"utf-8", "utf8"}:
-        problems.append(f"{where}.encoding: {opts['encoding']!r} is not supported yet (only utf-8)")
+    if str(opts["encoding"]).lower() not in ENCODINGS:
+        problems.append(f"{where}.encoding: {opts['encoding']!r} is not one of {sorted(ENCODINGS)}")
     for key in ("delimiter", "quote", "escape"):
         if not isinstance(opts[key], str) or len(opts[key]) > 1:
             problems.append(f"{where}.{key}: expected one character (or '' for none)")
@@ -236,6 +273,19 @@ def _check_read_options(opts: dict[str, Any], where: str, problems: list[str]) -
     for key in ("date_format", "datetime_format"):
         if not isinstance(opts[key], str) or "%" not in opts[key]:
             problems.append(f"{where}.{key}: expected a strptime format such as '%Y%m%d'")
+    sentinels = opts["sentinel_dates"]
+    if not isinstance(sentinels, list) or not all(
+        isinstance(d, str | date) and _iso_date(d) for d in sentinels
+    ):
+        problems.append(f"{where}.sentinel_dates: expected a list of dates as YYYY-MM-DD")
+
+
+def _iso_date(value: object) -> bool:
+    try:
+        date.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_file(
@@ -294,13 +344,16 @@ def _parse_file(
         if fname not in fields:
             problems.append(f"{col_where}: {target!r} has no staging field {fname!r}")
             continue
-        parsed = _parse_column(fname, rule, col_where, value_maps, problems)
+        free = fields[fname].free_text
+        parsed = _parse_column(fname, free, rule, col_where, value_maps, problems)
         if parsed:
             columns.append(parsed)
     given = {c.field for c in columns}
     for fname, f in fields.items():
         if f.required and fname not in given:
             problems.append(f"{where}.columns: required staging field {fname!r} is not mapped")
+    if read["format"] != "ndjson" and any(c.json for c in columns):
+        problems.append(f"{where}.columns: json paths are for format ndjson only")
     flt = entry.get("filter")
     file_filter = None
     if flt is not None:
@@ -321,6 +374,7 @@ def _parse_file(
 
 def _parse_column(
     fname: str,
+    field_free_text: bool,
     rule: Any,
     where: str,
     value_maps: dict[str, dict[str, Any]],
@@ -333,10 +387,22 @@ def _parse_column(
         return None
     for key in sorted(set(rule) - _COLUMN_KEYS):
         problems.append(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(_COLUMN_KEYS))})")
-    sources = [k for k in ("column", "const", "sql") if k in rule]
+    sources = [k for k in ("column", "const", "sql", "json") if k in rule]
     if len(sources) != 1:
-        problems.append(f"{where}: give exactly one of column, const or sql")
+        problems.append(f"{where}: give exactly one of column, const, sql or json")
         return None
+    path = rule.get("json")
+    if path is not None and (not isinstance(path, str) or not path.startswith("$")):
+        problems.append(f"{where}.json: expected a JSON path such as '$.subject.reference'")
+    free_text = rule.get("free_text")
+    if free_text is not None and free_text != "scrub":
+        problems.append(f"{where}.free_text: the one allowed value is 'scrub'")
+    if field_free_text and free_text != "scrub" and "const" not in rule:
+        problems.append(
+            f"{where}: free text may carry identifiers; it is dropped unless the spec says "
+            "`free_text: scrub` (then phone numbers, resident registration numbers and "
+            "e-mail addresses are replaced by [REDACTED])"
+        )
     column = rule.get("column")
     if column is not None and (not isinstance(column, str) or not _IDENT.match(column)):
         problems.append(f"{where}.column: {column!r} is not a plain column name")
@@ -353,6 +419,7 @@ def _parse_column(
         column=column,
         const=rule.get("const"),
         sql=rule.get("sql"),
+        json=path,
         format=fmt,
         map=vmap,
         default=rule.get("default"),

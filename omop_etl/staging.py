@@ -4,7 +4,12 @@ Each *target* is one staging table (``<stage schema>.<target>``). A site spec ma
 its files' columns onto these fields; the CDM transforms read only these tables.
 Every staging row also carries ``batch_id``, ``source_file`` (the spec's file
 name), ``file_no`` (the file of the batch it came from), ``row_key`` (a stable
-hash of the row's mapped content) and ``reject`` (the rule a row broke, or NULL).
+hash of the row's mapped content), ``reject`` (the rule a row broke, or NULL)
+and ``flag`` (what was fixed in a kept row, or NULL).
+
+``person_source_value`` never holds the site's patient id: it holds the keyed
+pseudonym (see ``omop_etl.privacy``). Free-text fields are scrubbed of identifier
+patterns, and only filled when the spec allows it.
 
 Field types: ``text``, ``int``, ``double``, ``date``, ``timestamp``.
 """
@@ -20,6 +25,7 @@ class StagingField:
     type: str
     required: bool = False
     doc: str = ""
+    free_text: bool = False  # may carry identifiers: mapped only with `free_text: scrub`
 
 
 def _fields(*specs: tuple) -> dict[str, StagingField]:
@@ -73,11 +79,12 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("default_domain", "text", True, "CDM domain used when the code maps to nothing"),
         ("code", "text", True, "the source code"),
         ("code_system", "text", True, "vocabulary_id of the code (or a local map's)"),
+        ("code_name", "text", False, "the code's name in the export (unmapped-code report)"),
         ("start_datetime", "timestamp", True),
         ("end_datetime", "timestamp"),
         ("type_concept_id", "int", True),
         ("value_as_number", "double"),
-        ("value_as_string", "text"),
+        ("value_as_string", "text", False, "a result given as text", True),
         ("value_source_value", "text"),
         ("unit_source_value", "text"),
         ("range_low", "double"),
@@ -92,6 +99,7 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("stop_reason", "text"),
         ("status_source_value", "text", False, "condition status (e.g. primary, secondary)"),
         ("qualifier_source_value", "text"),
+        ("note", "text", False, "free text about the event; becomes a CDM note", True),
     ),
     "care_site": _fields(
         ("care_site_source_value", "text", True),
@@ -160,7 +168,11 @@ ROW_COLUMNS = {
     "file_no": "INTEGER",  # which file of the batch (a spec file's pattern may match several)
     "row_key": "UHUGEINT",
     "reject": "VARCHAR",
+    "flag": "VARCHAR",  # kept, but something was fixed: `scrubbed:<field>`, `unknown_visit`
 }
+
+# Staging fields that hold patient ids: pseudonymized as they are read.
+PATIENT_ID_FIELD = "person_source_value"
 
 
 def staging_ddl(schema_sql: str, target: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from omop_etl import schema
+from omop_etl.codes import normalized_sql
 from omop_etl.errors import EtlError
 from omop_etl.sql import literal, quote_ident
 
@@ -659,8 +660,9 @@ def load_code_maps(
     A Usagi file's source_vocabulary_id is its ``ADD_INFO:sourceVocabularyId`` column, else
     `vocabulary_id`, else the file name up to its first dot. Rows of every
     source_vocabulary_id the files contain are replaced first, so loading the same maps
-    again gives the same table. A missing target_vocabulary_id is taken from the loaded
-    concept table. Nothing is changed when any row is bad.
+    again gives the same table. Codes of systems with a canonical form (KCD-7, EDI:
+    see ``omop_etl.codes``) are stored in it. A missing target_vocabulary_id is taken from
+    the loaded concept table. Nothing is changed when any row is bad.
     """
     items = []
     for raw in paths:
@@ -705,7 +707,8 @@ def load_code_maps(
                 table = f"_codemap_{number}"
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT "
-                    "r.source_code, CAST(r.source_concept_id AS INTEGER) AS source_concept_id, "
+                    f"{normalized_sql('r.source_code', 'r.source_vocabulary_id')} AS source_code, "
+                    "CAST(r.source_concept_id AS INTEGER) AS source_concept_id, "
                     "r.source_vocabulary_id, r.source_code_description, "
                     "CAST(r.target_concept_id AS INTEGER) AS target_concept_id, "
                     "coalesce(r.target_vocabulary_id, r.known_vocabulary, 'None') "

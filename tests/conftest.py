@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,7 +14,29 @@ import pytest
 
 from omop_etl import vocabulary
 from omop_etl.pipeline import RunSummary, run_site
+from omop_etl.privacy import pseudonym, secret_env_var, site_key
 from omop_etl.warehouse import Target
+
+# Test secrets for the sites tests run (one per site, as in production): never a real
+# key, only set for the test process.
+TEST_SECRET = "test-secret-of-{site}-not-for-real-data"
+DEMO_SITES = ("seoul_general", "busan_university", "incheon_medical", "daegu_fhir", "gwangju_local")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def site_secrets() -> Iterator[None]:
+    """Every site the tests run has a secret (fixtures of any scope run sites)."""
+    sites = ("tiny", "tiny_b", "synthea", *DEMO_SITES)
+    saved = {secret_env_var(site): os.environ.get(secret_env_var(site)) for site in sites}
+    for site in sites:
+        os.environ[secret_env_var(site)] = TEST_SECRET.format(site=site)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 
 # concept_id, name, domain, vocabulary, class, standard, code
 TINY_CONCEPTS = [
@@ -158,6 +181,8 @@ TINY_SPEC = """
 site: {site}
 description: tiny test site
 id_block: {id_block}
+# the tests plant bad rows on purpose: never block a batch for its rejects
+max_reject_rate: 1.0
 defaults:
   date_format: "%Y-%m-%d"
   datetime_format: "%Y-%m-%d %H:%M"
@@ -341,6 +366,15 @@ class TinySite:
             return con.execute(sql).fetchall()
         finally:
             con.close()
+
+    def pseudonym(self, patient: str) -> str:
+        """What the warehouse holds for a patient id of this site's export."""
+        return pseudonym(patient, site_key(self.site))
+
+    def query_named(self, sql: str) -> list[tuple]:
+        """``query`` with patient pseudonyms shown as the export's ids, rows sorted."""
+        names = {self.pseudonym(p["id"]): p["id"] for p in self.tables["patients"]}
+        return sorted(tuple(names.get(v, v) for v in row) for row in self.query(sql))
 
 
 @pytest.fixture

@@ -103,6 +103,6 @@ def test_not_yaml_is_one_clear_error(tmp_path):
 
 
 def test_unsupported_encoding_is_refused_before_running(tmp_path):
-    text = VALID.replace('    delimiter: "\\t"\n', '    delimiter: "\\t"\n    encoding: cp949\n')
-    with pytest.raises(EtlError, match=r"files\[1\] \(labs\)\.encoding: 'cp949' is not supported"):
+    text = VALID.replace('    delimiter: "\\t"\n', '    delimiter: "\\t"\n    encoding: utf-16\n')
+    with pytest.raises(EtlError, match=r"files\[1\] \(labs\)\.encoding: 'utf-16' is not one of"):
         load_spec(_write(tmp_path, "demo_a", text))

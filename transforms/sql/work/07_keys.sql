@@ -19,4 +19,6 @@ select 'provider', md5_number(provider_source_value) from @work.provider where r
 union all
 select 'payer_plan_period', row_key from @work.payer_plan where reject is null
 union all
-select distinct 'cost', md5_number(visit_source_value) from @work.cost where reject is null;
+select distinct 'cost', md5_number(visit_source_value) from @work.cost where reject is null
+union all
+select 'note', row_key from @work.event where reject is null and note is not null;
