@@ -3,6 +3,7 @@
     omop-etl vocab load [FOLDER] [--warehouse TARGET]
     omop-etl run --site NAME --input DIR [--warehouse TARGET] [--batch-id ID] [--batch-date D]
     omop-etl spec check NAME
+    omop-etl report unmapped --site NAME --out FILE [--batch-id ID] [--warehouse TARGET]
     omop-etl query SQL [--warehouse TARGET]
     omop-etl demo [--warehouse TARGET]
 
@@ -100,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("name", help="a spec name under mappings/sites/, or a path to a YAML file")
     check.set_defaults(handler=cmd_spec_check)
 
+    report = sub.add_parser("report", help="reports").add_subparsers(metavar="ACTION")
+    unmapped = report.add_parser(
+        "unmapped", help="a site batch's unmapped source codes as a Usagi import CSV"
+    )
+    unmapped.add_argument("--site", required=True, help="the site")
+    unmapped.add_argument("--batch-id", help="the batch (default: the newest)")
+    unmapped.add_argument("--out", required=True, type=Path, help="the CSV file to write")
+    unmapped.add_argument("--warehouse", help=warehouse_help)
+    unmapped.set_defaults(handler=cmd_report_unmapped)
+
     query = sub.add_parser("query", help="run one read-only SQL query on the warehouse")
     query.add_argument("sql", help='the query, e.g. "select count(*) from cdm_synthea.person"')
     query.add_argument("--warehouse", help=warehouse_help)
@@ -189,6 +200,26 @@ def cmd_spec_check(args: argparse.Namespace) -> None:
     console.print(
         f"[green]ok[/] spec {spec.site} ({spec.path}): {len(used)} file(s) mapped, "
         f"{len(spec.files) - len(used)} skipped, id block {spec.id_block}"
+    )
+
+
+def cmd_report_unmapped(args: argparse.Namespace) -> None:
+    from omop_etl.reports import latest_batch, write_unmapped_report
+    from omop_etl.warehouse import connect, parse_target
+
+    target = parse_target(args.warehouse)
+    if not Path(target.location).exists():
+        raise EtlError(f"warehouse {target} does not exist yet")
+    con = connect(target, read_only=True)
+    try:
+        batch = args.batch_id or latest_batch(con, args.site)
+        codes = write_unmapped_report(con, args.site, batch, args.out)
+    finally:
+        con.close()
+    console.print(
+        f"{codes:,} unmapped code(s) of site {args.site}, batch {batch} -> {args.out} "
+        "(import it in Usagi: sourceCode, sourceName, sourceFrequency; sourceVocabularyId "
+        "as additional info)"
     )
 
 

@@ -180,7 +180,8 @@ _ANY_IDENTIFIER = "|".join(f"({p})" for _, p in IDENTIFIER_PATTERNS)
 def _file_select(
     fs: FileSpec,
     spec: SiteSpec,
-    source: str,
+    source: Source,
+    tag: str,
     batch_id: str,
     file_no: int,
     *,
@@ -202,7 +203,15 @@ def _file_select(
     checks: list[_Check] = []
     flags: list[tuple[str, str]] = []
     if fs.read["format"] == "ndjson":
-        checks.append(_Check(f"{RECORD} is null", "malformed_json", RECORD, "null"))
+        inner.append(f"{RECORD} is null as _malformed")
+        checks.append(_Check("_malformed", "malformed_json", RECORD, "null"))
+    unread = sorted(set(source.columns) - {r.column for r in fs.columns if r.column})
+    if source.check_every_column and unread and fs.read["format"] == "csv":
+        # DuckDB decodes only the columns a query uses: touch the others too, so an
+        # undecodable byte anywhere in a record rejects the record (the check never fires)
+        touched = " or ".join(f"{quote_ident(c)} is null" for c in unread)
+        inner.append(f"({touched}) as _every_column_read")
+        checks.append(_Check("_every_column_read is null", "unreachable", "", "null"))
     join = ""
     for name, f in fields.items():
         rule = rules.get(name)
@@ -278,16 +287,17 @@ def _file_select(
         f"{_case(flags)} as flag",
         *(quote_ident(n) for n in fields),
     ]
+    relation = source.relation(tag)
     if record_no:
         # the second read also says which column broke which rule, and its raw value
-        source = f"(select *, row_number() over () as _record_no from {source})"
+        relation = f"(select *, row_number() over () as _record_no from {relation})"
         inner.append("_record_no")
         outer += [
             "_record_no",
             f"{_case([(c.condition, literal(c.column)) for c in checks])} as _col",
             f"{_case([(c.condition, c.raw) for c in checks])} as _raw",
         ]
-    typed_rows = f"select {', '.join(inner)} from {source}{join}"
+    typed_rows = f"select {', '.join(inner)} from {relation}{join}"
     if middle:
         star = "* exclude (code)" if "code" in rules else "*"
         typed_rows = f"select {star}, {', '.join(middle)} from ({typed_rows})"
@@ -563,9 +573,8 @@ def _stage_file(
             f"in the spec ({fs.name}) are not in {where}"
         )
     tag = f"rej_{file_no}"
-    relation = source.relation(tag)
     select = _file_select(
-        fs, spec, relation, batch_id, file_no, key=key, pseudonyms=pseudonyms, record_no=False
+        fs, spec, source, tag, batch_id, file_no, key=key, pseudonyms=pseudonyms, record_no=False
     )
     table = f"{work_sql}.{quote_ident(fs.target)}"
     try:
@@ -679,7 +688,8 @@ def _record_rejects(
     select = _file_select(
         fs,
         spec,
-        source.relation(tag),
+        source,
+        tag,
         batch_id,
         file_no,
         key=key,

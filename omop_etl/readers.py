@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8", "utf_8_sig"}
 _CHUNK = 8 << 20
 RECORD = "record"  # the JSON column of an ndjson file
 _LINE = "_line"
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a raw byte
 
 
 def encoding_name(fs: FileSpec) -> str:
@@ -51,6 +53,9 @@ class Source:
     fs: FileSpec
     columns: list[str]  # what column rules may name
     first_line: int  # line number of the first data record
+    # whether a record's every column must be parsed to find undecodable bytes (DuckDB
+    # checks only the columns a query reads; a transcoded file without errors is clean)
+    check_every_column: bool = False
 
     @property
     def transcoded(self) -> bool:
@@ -90,11 +95,12 @@ def open_source(path: Path, fs: FileSpec, temp_dir: Path) -> Source:
     if fmt == "ndjson":
         return Source(path, path, fs, [RECORD], 1)
     read_path = path
+    undecodable = True  # not known for a file DuckDB decodes itself
     if encoding_name(fs) != "utf-8":
         read_path = temp_dir / f"{path.name}.utf8"
-        transcode(path, read_path, encoding_name(fs))
+        undecodable = transcode(path, read_path, encoding_name(fs))
     header = read_header(read_path, fs)
-    return Source(path, read_path, fs, header, 2 if fs.read["header"] else 1)
+    return Source(path, read_path, fs, header, 2 if fs.read["header"] else 1, undecodable)
 
 
 def _csv_call(path: Path, opts: dict, columns: list[str], header: bool, tag: str) -> str:
@@ -109,16 +115,24 @@ def _csv_call(path: Path, opts: dict, columns: list[str], header: bool, tag: str
     )
 
 
-def transcode(source: Path, target: Path, encoding: str) -> None:
-    """Decode ``source`` strictly and write it as UTF-8; undecodable bytes stay raw."""
+def transcode(source: Path, target: Path, encoding: str) -> bool:
+    """Decode ``source`` strictly and write it as UTF-8; undecodable bytes stay raw.
+
+    Returns whether any byte was undecodable.
+    """
     try:
         decoder = codecs.getincrementaldecoder(encoding)("surrogateescape")
     except LookupError as exc:
         raise EtlError(f"{source.name}: unknown encoding {encoding!r}") from exc
+    found = False
     with open(source, "rb") as src, open(target, "wb") as out:
-        while chunk := src.read(_CHUNK):
-            out.write(decoder.decode(chunk).encode("utf-8", "surrogateescape"))
-        out.write(decoder.decode(b"", final=True).encode("utf-8", "surrogateescape"))
+        while True:
+            chunk = src.read(_CHUNK)
+            text = decoder.decode(chunk, final=not chunk)
+            found = found or _ESCAPED_BYTE.search(text) is not None
+            out.write(text.encode("utf-8", "surrogateescape"))
+            if not chunk:
+                return found
 
 
 def read_header(path: Path, fs: FileSpec) -> list[str]:

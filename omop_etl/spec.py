@@ -73,7 +73,9 @@ _TOP_KEYS = {
     "max_reject_rate",
 }
 DEFAULT_MAX_REJECT_RATE = 0.05
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .\-]*$")
+# a source column name: any text without double quotes or control characters (Korean
+# headers, spaces and brackets included); it is always quoted in SQL
+_IDENT = re.compile(r'^[^"\x00-\x1f]+$')
 MAX_ID_BLOCK = 15
 
 
@@ -405,7 +407,10 @@ def _parse_column(
         )
     column = rule.get("column")
     if column is not None and (not isinstance(column, str) or not _IDENT.match(column)):
-        problems.append(f"{where}.column: {column!r} is not a plain column name")
+        problems.append(
+            f"{where}.column: {column!r} is not a column name "
+            "(no double quotes or control characters)"
+        )
     fmt = rule.get("format")
     if fmt is not None and (
         not isinstance(fmt, str) or ("%" not in fmt and fmt not in FORMAT_ALIASES)

@@ -1,0 +1,161 @@
+"""Dated batches of an incremental site, the reject threshold, codes in canonical form."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from omop_etl.errors import EtlError
+from omop_etl.reports import USAGI_COLUMNS, write_unmapped_report
+
+CDM_TABLES = ("person", "visit_occurrence", "condition_occurrence", "drug_exposure", "death")
+
+
+def _checksums(tiny) -> dict[str, list[tuple]]:
+    return {t: sorted(tiny.query(f"select * from cdm_tiny.{t}")) for t in CDM_TABLES}
+
+
+def _first_batch(tiny) -> Path:
+    tiny.patient("p1")
+    tiny.patient("p2", sex="F")
+    tiny.visit("v1", "p1", "2020-01-01 08:00", "2020-01-01 09:00")
+    tiny.diagnosis("p1", "C1", "2020-01-01", visit="v1")
+    tiny.drug("p2", "D1", "2020-01-05", days="10")
+    return tiny.write(tiny.root / "export" / "2020-01-31")
+
+
+def _second_batch(tiny) -> Path:
+    """Only what is new: a new patient, p2's death, new events of p1 and p2."""
+    for rows in tiny.tables.values():
+        rows.clear()
+    tiny.patient("p2", sex="F", death="2020-02-20")
+    tiny.patient("p3")
+    tiny.visit("v2", "p1", "2020-02-01 08:00", "2020-02-01 09:00")
+    tiny.diagnosis("p1", "C2", "2020-02-01", visit="v2")
+    tiny.diagnosis("p2", "C1", "2020-02-02")
+    tiny.diagnosis("p3", "C1", "2020-02-03")
+    return tiny.write(tiny.root / "export" / "2020-02-29")
+
+
+def test_a_later_batch_adds_to_the_earlier_and_keeps_its_ids(tiny):
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    run_site("tiny", _first_batch(tiny), tiny.warehouse)
+    first = _checksums(tiny)
+    summary = run_site("tiny", _second_batch(tiny), tiny.warehouse)
+    second = _checksums(tiny)
+    # everything of the first batch is still there, with the same ids
+    assert set(first["condition_occurrence"]) <= set(second["condition_occurrence"])
+    assert set(first["drug_exposure"]) == set(second["drug_exposure"])
+    assert set(first["visit_occurrence"]) <= set(second["visit_occurrence"])
+    assert len(second["person"]) == 3 and len(second["condition_occurrence"]) == 4
+    # p2's row of the second batch supersedes the first (she died), same person_id
+    p2 = tiny.pseudonym("p2")
+    assert tiny.query(
+        "select d.death_date from cdm_tiny.death d join cdm_tiny.person p using (person_id) "
+        f"where p.person_source_value = '{p2}'"
+    ) == [(date(2020, 2, 20),)]
+    assert {r[0] for r in first["person"]} <= {r[0] for r in second["person"]}
+    # the batch's own accounting: its rows only, none rejected
+    assert {f.source_file: f.rows_loaded for f in summary.files} == {
+        "patients": 2,
+        "visits": 1,
+        "diagnoses": 3,
+        "drugs": 0,
+        "charges": 0,
+    }
+    assert summary.rejects_by_rule == {}
+
+
+def test_reprocessing_a_batch_changes_nothing(tiny):
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    first = _first_batch(tiny)
+    run_site("tiny", first, tiny.warehouse)
+    second = _second_batch(tiny)
+    run_site("tiny", second, tiny.warehouse)
+    before = _checksums(tiny)
+    run_site("tiny", second, tiny.warehouse)
+    assert _checksums(tiny) == before
+    run_site("tiny", first, tiny.warehouse)  # an old batch again: the newer records stay
+    assert _checksums(tiny) == before
+    assert tiny.query(
+        "select batch_id, count(*) from results.run_log where site = 'tiny' group by 1 order by 1"
+    ) == [("2020-01-31", 2), ("2020-02-29", 2)]
+
+
+def test_a_batch_over_the_reject_limit_is_not_published(tiny):
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    run_site("tiny", _first_batch(tiny), tiny.warehouse)
+    before = _checksums(tiny)
+    spec = tiny.mappings / "sites" / "tiny.yaml"
+    spec.write_text(spec.read_text().replace("max_reject_rate: 1.0", "max_reject_rate: 0.2"))
+    for rows in tiny.tables.values():
+        rows.clear()
+    tiny.patient("p4")
+    tiny.diagnosis("ghost", "C1", "2020-03-01")
+    tiny.diagnosis("ghost", "C2", "2020-03-02")
+    tiny.diagnosis("p4", "C1", "2020-03-03x")
+    folder = tiny.write(tiny.root / "export" / "2020-03-31")
+    with pytest.raises(EtlError) as caught:
+        run_site("tiny", folder, tiny.warehouse)
+    message = str(caught.value)
+    assert "3 of 4 rows rejected (75.0%), over the site's limit of 20.0%" in message
+    assert "Worst rules: unknown_person (2), invalid_timestamp:start_datetime (1)" in message
+    assert _checksums(tiny) == before
+    assert tiny.query("select status from results.run_log where batch_id = '2020-03-31'") == [
+        ("blocked",)
+    ]
+    assert tiny.query(
+        "select rule, count(*) from stage_tiny.rejects where batch_id = '2020-03-31' "
+        "group by 1 order by 1"
+    ) == [("invalid_timestamp:start_datetime", 1), ("unknown_person", 2)]
+
+
+def test_kcd7_codes_match_their_map_however_written_and_unmapped_codes_are_reported(tiny):
+    tiny.patient("p1")
+    for i, code in enumerate(["E11.9", "e119", "E119 ", "U99.9", "U99.9", "X00"]):
+        tiny.diagnosis("p1", code, f"2020-01-0{i + 1}", system="KCD7")
+    codemap = tiny.root / "kcd7.csv"
+    codemap.write_text(
+        "source_code,source_concept_id,source_vocabulary_id,source_code_description,"
+        "target_concept_id,target_vocabulary_id,valid_start_date,valid_end_date,invalid_reason\n"
+        "E11.9,0,KCD7,Type 2 diabetes,1001,SNOMED,1970-01-01,2099-12-31,\n",
+        encoding="utf-8",
+    )
+    tiny.load_vocabulary()
+    con = duckdb.connect(tiny.warehouse.location)
+    try:
+        from omop_etl.vocabulary import load_code_maps
+
+        load_code_maps(con, [codemap], "vocab")
+    finally:
+        con.close()
+    summary = tiny.run()
+    assert sorted(
+        tiny.query(
+            "select condition_concept_id, condition_source_value from cdm_tiny.condition_occurrence"
+        )
+    ) == [(0, "U999"), (0, "U999"), (0, "X00"), (1001, "E119"), (1001, "E119"), (1001, "E119")]
+    assert summary.unmapped_codes == 2
+    out = tiny.root / "unmapped.csv"
+    con = duckdb.connect(tiny.warehouse.location, read_only=True)
+    try:
+        assert write_unmapped_report(con, "tiny", summary.batch_id, out) == 2
+    finally:
+        con.close()
+    with open(out, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert tuple(rows[0]) == USAGI_COLUMNS
+    assert rows[1:] == [
+        ["U999", "U999", "2", "KCD7", "Condition"],
+        ["X00", "X00", "1", "KCD7", "Condition"],
+    ]
