@@ -2,6 +2,7 @@
 
     omop-etl vocab load [FOLDER] [--warehouse TARGET]
     omop-etl run --site NAME --input DIR [--warehouse TARGET] [--batch-id ID] [--batch-date D]
+                 [--rerun] [--demo-key]
     omop-etl spec check NAME
     omop-etl report unmapped --site NAME --out FILE [--batch-id ID] [--warehouse TARGET]
     omop-etl query SQL [--warehouse TARGET]
@@ -80,13 +81,23 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one site's export batch end to end")
     run.add_argument("--site", required=True, help="a spec name under mappings/sites/")
-    run.add_argument("--input", required=True, type=Path, help="the export folder of the batch")
+    run.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="a batch folder, or a folder of dated batch folders (each run once, oldest first)",
+    )
     run.add_argument("--warehouse", help=warehouse_help)
     run.add_argument("--batch-id", help="batch id (default: the export folder's name)")
     run.add_argument(
         "--batch-date",
         type=date.fromisoformat,
         help="logical date of the batch, YYYY-MM-DD (default: newest date in the data)",
+    )
+    run.add_argument(
+        "--rerun",
+        action="store_true",
+        help="process batches that were published before again (changes nothing)",
     )
     run.add_argument(
         "--demo-key",
@@ -175,21 +186,36 @@ def _load_vocabulary(target, folder: Path | None) -> dict[str, int]:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from omop_etl.pipeline import run_site
+    from omop_etl.pipeline import batch_folders, run_export, run_site
     from omop_etl.warehouse import parse_target
 
     target = parse_target(args.warehouse)
+    if args.batch_id or batch_folders(args.input) == [args.input]:
+        with _status(f"Site {args.site}") as update:
+            summary = run_site(
+                args.site,
+                args.input,
+                target,
+                batch_id=args.batch_id,
+                batch_date=args.batch_date,
+                demo_key=args.demo_key,
+                progress=update,
+            )
+        print_summary(summary)
+        return
     with _status(f"Site {args.site}") as update:
-        summary = run_site(
-            args.site,
-            args.input,
-            target,
-            batch_id=args.batch_id,
-            batch_date=args.batch_date,
-            demo_key=args.demo_key,
-            progress=update,
+        summaries, skipped = run_export(
+            args.site, args.input, target, rerun=args.rerun, demo_key=args.demo_key, progress=update
         )
-    print_summary(summary)
+    for summary in summaries:
+        print_summary(summary)
+    if skipped:
+        console.print(
+            f"Already published, not run again: batch(es) {', '.join(skipped)} "
+            "(--rerun processes them again; that changes nothing)"
+        )
+    if not summaries and not skipped:
+        console.print(f"No batch folders in {args.input}")
 
 
 def cmd_spec_check(args: argparse.Namespace) -> None:
@@ -318,6 +344,17 @@ def print_summary(summary) -> None:
         for rule, n in summary.rejects_by_rule.items():
             rejects.add_row(rule, f"{n:,}")
         console.print(rejects)
+    if summary.flags_by_rule:
+        flagged = ", ".join(f"{rule} {n:,}" for rule, n in summary.flags_by_rule.items())
+        console.print(f"Kept but fixed (flags): {flagged}")
+    mapped = sum(m for m, _ in summary.mapping.values())
+    events = sum(n for _, n in summary.mapping.values())
+    if events:
+        console.print(
+            f"Mapping coverage: {mapped:,} of {events:,} clinical events ({mapped / events:.1%}) "
+            f"have a standard concept; {summary.unmapped_codes:,} source code(s) unmapped "
+            f"(omop-etl report unmapped --site {summary.site})"
+        )
     console.print(
         f"Site [bold]{summary.site}[/]: {summary.rows_read:,} source rows -> "
         f"{sum(summary.rows.values()):,} CDM rows in {summary.seconds:.1f} s, "

@@ -427,6 +427,56 @@ def _count(con: duckdb.DuckDBPyConnection, schema_name: str, table: str) -> int:
     return con.execute(sql).fetchall()[0][0]
 
 
+def batch_folders(input_dir: Path) -> list[Path]:
+    """The dated batches of an export folder, oldest first.
+
+    A folder that holds only folders is a site's export area: each subfolder is one
+    batch (named so that names sort by date, e.g. ``2026-01-31``). Otherwise the
+    folder itself is the one batch.
+    """
+    if not input_dir.is_dir():
+        raise EtlError(f"input folder {input_dir} does not exist")
+    entries = [p for p in input_dir.iterdir() if not p.name.startswith(".")]
+    folders = sorted(p for p in entries if p.is_dir())
+    if folders and not any(p.is_file() for p in entries):
+        return folders
+    return [input_dir]
+
+
+def run_export(
+    site: str,
+    input_dir: Path,
+    target: Target,
+    *,
+    rerun: bool = False,
+    demo_key: bool = False,
+    progress: Progress | None = None,
+) -> tuple[list[RunSummary], list[str]]:
+    """Run every batch of an export folder not yet published, oldest first.
+
+    Returns the summaries of the batches run and the ids of the batches skipped
+    because they were published before (``rerun`` processes them again, which
+    changes nothing).
+    """
+    spec = load_spec(site)
+    folders = batch_folders(input_dir)
+    done: set[str] = set()
+    if not rerun and Path(target.location).exists():
+        con = connect(target, read_only=True)
+        try:
+            done = published_batches(con, spec.site)
+        finally:
+            con.close()
+    summaries, skipped = [], []
+    for folder in folders:
+        batch_id = default_batch_id(folder)
+        if batch_id in done:
+            skipped.append(batch_id)
+            continue
+        summaries.append(run_site(spec.site, folder, target, demo_key=demo_key, progress=progress))
+    return summaries, skipped
+
+
 def run_demo_site(target: Target, progress: Progress | None = None) -> RunSummary:
     """The bundled Synthea sample into the warehouse (used by ``omop-etl demo``)."""
     sample = settings.mappings_dir() / "samples" / "synthea_ma27"

@@ -11,10 +11,10 @@ select
     count(*) as frequency,
     min(e.default_domain) as domain_id
 from @work.event as e
-where e.reject is null
-    and e.batch_id = @batch_id
-    and (e.code_system, e.code) in (
-        select (code_system, code) from @work.work_concept_lookup where target_concept_id = 0
-    )
+semi join (
+    select code_system, code from @work.work_concept_lookup where target_concept_id = 0
+) as unmapped
+    on unmapped.code_system = e.code_system and unmapped.code = e.code
+where e.reject is null and e.batch_id = @batch_id
 group by e.code_system, e.code
 order by frequency desc, source_vocabulary_id, source_code;
