@@ -128,9 +128,26 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     query.set_defaults(handler=cmd_query)
 
-    demo = sub.add_parser("demo", help="load the demo vocabulary and run the Synthea sample")
+    demo = sub.add_parser(
+        "demo",
+        help="the demo: synthetic exports of five hospitals and the Synthea sample -> warehouse",
+    )
     demo.add_argument("--warehouse", help=warehouse_help)
+    demo.add_argument(
+        "--export", type=Path, default=Path("demo_export"), help="where the demo exports go"
+    )
+    demo.add_argument("--patients", type=int, default=200, help="patients per hospital (200)")
     demo.set_defaults(handler=cmd_demo)
+    demo_actions = demo.add_subparsers(metavar="ACTION")
+    generate = demo_actions.add_parser(
+        "generate", help="only write the synthetic five-hospital export (with its manifest)"
+    )
+    generate.add_argument("--patients", type=int, default=200, help="patients per hospital")
+    generate.add_argument(
+        "--seed", type=int, default=42, help="random seed (same seed, same bytes)"
+    )
+    generate.add_argument("--out", type=Path, required=True, help="output folder")
+    generate.set_defaults(handler=cmd_demo_generate)
     return parser
 
 
@@ -276,30 +293,111 @@ def cmd_query(args: argparse.Namespace) -> None:
         console.print(f"[dim]{args.limit} of {len(rows):,} rows shown (--limit)[/]")
 
 
+def cmd_demo_generate(args: argparse.Namespace) -> None:
+    from omop_etl.demo.generate import generate
+
+    if args.patients < 1:
+        raise EtlError("--patients must be at least 1")
+    manifest = generate(args.out, args.patients, args.seed)
+    planted = sum(d["count"] for d in manifest["defects"])
+    console.print(
+        f"SYNTHETIC export of {len(manifest['sites'])} hospitals x {args.patients:,} patients "
+        f"(seed {args.seed}) in [cyan]{args.out}[/], {planted:,} planted defect rows; "
+        f"ground truth in {args.out / 'manifest.json'}"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from omop_etl.pipeline import run_demo_site
+    from omop_etl.demo.run import DEMO_SEED, run_demo
+    from omop_etl.privacy import DEMO_WARNING
     from omop_etl.warehouse import parse_target
 
     target = parse_target(args.warehouse)
-    console.rule("[bold]omop-etl demo: Synthea sample -> OMOP CDM v5.4")
+    console.rule("[bold]omop-etl demo: five synthetic hospitals + Synthea -> OMOP CDM v5.4")
+    console.print(f"[bold yellow]{DEMO_WARNING}[/]")
     counts = _load_vocabulary(target, None)
     console.print(
-        f"Vocabulary: {counts.get('concept', 0):,} concepts (bundled demo subset) "
-        f"in schema {settings.VOCAB_SCHEMA}"
+        f"Vocabulary: {counts.get('concept', 0):,} concepts (bundled demo subset) and "
+        f"{counts.get('source_to_concept_map', 0):,} local code map rows in schema "
+        f"{settings.VOCAB_SCHEMA}"
     )
-    with _status("Site synthea") as update:
-        summary = run_demo_site(target, progress=update)
-    print_summary(summary)
+    with _status("Demo") as update:
+        update(f"writing the synthetic exports to {args.export}")
+        result = run_demo(
+            target, args.export, patients=args.patients, seed=DEMO_SEED, progress=update
+        )
+    summaries = {"synthea": result.synthea} | {s: runs[-1] for s, runs in result.sites.items()}
+    _print_consortium(summaries, result)
+    site_list = ", ".join(f"cdm_{s}" for s in summaries)
     console.print(
-        f"\n[bold]Built:[/] an OMOP CDM v5.4 of {summary.rows.get('person', 0):,} synthetic "
-        f"patients in [cyan]{Path(str(target)).resolve()}[/], schema [cyan]{summary.cdm_schema}"
-        "[/] (vocabulary in [cyan]vocab[/], rejects, reconciliation and key map in "
-        f"[cyan]stage_{summary.site}[/]).\n"
+        f"\n[bold]Built:[/] OMOP CDM v5.4 of six sites (five SYNTHETIC hospitals from "
+        f"[cyan]{args.export}[/], two monthly batches each, and the Synthea sample) in "
+        f"[cyan]{Path(str(target)).resolve()}[/]:\n"
+        f"  schemas {site_list}; vocabulary in [cyan]vocab[/]; run log in "
+        "[cyan]results.run_log[/]; rejects, flags, reconciliation and unmapped codes in "
+        "[cyan]stage_<site>[/].\n"
+        f"  Unmapped-code reports (Usagi import files): [cyan]{args.export / 'reports'}[/]\n"
+        f"  Planted defects (ground truth): [cyan]{args.export / 'manifest.json'}[/]\n"
         "Look at it, e.g.:\n"
         f"  .venv/bin/omop-etl query --warehouse {target} "
-        f'"select gender_concept_id, count(*) from {summary.cdm_schema}.person group by 1"\n'
+        '"select gender_concept_id, count(*) from cdm_busan_university.person group by 1"\n'
         "or open the file with any DuckDB client (DuckDB CLI, DBeaver, Python's duckdb)."
     )
+
+
+def _print_consortium(summaries: dict, result) -> None:
+    """One table per question, sites side by side: rows, rejects, mapping coverage."""
+    sites = list(summaries)
+    short = {site: site.split("_")[0] for site in sites}  # columns fit 80 characters
+    rows = Table(title="Rows per CDM table (latest batch of each site)")
+    rows.add_column("CDM table", overflow="fold")
+    for site in sites:
+        rows.add_column(short[site], justify="right")
+    tables = [
+        t
+        for t in next(iter(summaries.values())).rows
+        if any(s.rows.get(t) for s in summaries.values())
+    ]
+    for table in tables:
+        rows.add_row(table, *(f"{summaries[s].rows.get(table, 0):,}" for s in sites))
+    console.print(rows)
+
+    all_runs = {"synthea": [result.synthea], **result.sites}
+    rejects = Table(title="Rejected rows by rule, and rows kept but fixed (all batches)")
+    rejects.add_column("rule", overflow="fold")
+    for site in sites:
+        rejects.add_column(short[site], justify="right")
+    by_rule: dict[str, dict[str, int]] = {}
+    for site, runs in all_runs.items():
+        for run in runs:
+            counted = [*run.rejects_by_rule.items()]
+            counted += [(f"{rule} (kept)", n) for rule, n in run.flags_by_rule.items()]
+            for rule, n in counted:
+                by_rule.setdefault(rule, {}).setdefault(site, 0)
+                by_rule[rule][site] += n
+    for rule in sorted(by_rule):
+        rejects.add_row(rule, *(f"{by_rule[rule].get(s, 0):,}" for s in sites))
+    console.print(rejects)
+
+    coverage = Table(title="Mapping coverage: events with a standard concept")
+    coverage.add_column("site")
+    for col in ("mapped", "events", "coverage", "unmapped codes", "source rows", "seconds"):
+        coverage.add_column(col, justify="right")
+    for site in sites:
+        s = summaries[site]
+        mapped = sum(m for m, _ in s.mapping.values())
+        events = sum(n for _, n in s.mapping.values())
+        runs = all_runs[site]
+        coverage.add_row(
+            site,
+            f"{mapped:,}",
+            f"{events:,}",
+            f"{mapped / events:.1%}" if events else "-",
+            f"{s.unmapped_codes:,}",
+            f"{sum(r.rows_read for r in runs):,}",
+            f"{sum(r.seconds for r in runs):.1f}",
+        )
+    console.print(coverage)
 
 
 def print_summary(summary) -> None:

@@ -112,6 +112,20 @@ def test_condition_era_merges_within_30_days(tiny):
     ]
 
 
+def test_occurrences_tied_on_start_and_end_make_one_era(tiny):
+    # found by the five-site demo: the era windows ordered tied rows differently
+    for p in range(20):
+        tiny.patient(f"p{p}")
+        for v in range(12):  # same day, same end: only the value differs
+            tiny.diagnosis(f"p{p}", "C1", "2020-01-01", value=str(v))
+        tiny.diagnosis(f"p{p}", "C1", "2020-01-20")
+    tiny.run()
+    assert tiny.query(
+        "select condition_era_start_date, condition_era_end_date, condition_occurrence_count, "
+        "count(*) from cdm_tiny.condition_era group by all"
+    ) == [(date(2020, 1, 1), date(2020, 1, 21), 13, 20)]
+
+
 def test_drug_era_rolls_up_to_the_ingredient_with_30_day_persistence(tiny):
     tiny.patient("p1")
     tiny.drug("p1", "D1", "2020-01-01", days="10")  # ends 2020-01-10

@@ -3,7 +3,8 @@
 -- within 30 days (persistence window) of the end of the previous ones.
 -- Exposure end: drug_exposure_end_date (already start + days_supply - 1 or the
 -- start when the source had no end). gap_days = era length - days exposed, where
--- overlapping exposures count once.
+-- overlapping exposures count once. The windows order by (start, end, id): tied rows
+-- must be in the same order in each window.
 
 create or replace table @work.work_drug_era as
 with ingredient as (
@@ -20,6 +21,7 @@ exposure as (
     select
         de.person_id,
         i.ingredient_id,
+        de.drug_exposure_id as id,
         de.drug_exposure_start_date as s,
         greatest(de.drug_exposure_end_date, de.drug_exposure_start_date) as e
     from @cdm.drug_exposure as de
@@ -32,7 +34,7 @@ exposure_ordered as (
         *,
         max(e) over (
             partition by person_id, ingredient_id
-            order by s, e rows between unbounded preceding and 1 preceding
+            order by s, e, id rows between unbounded preceding and 1 preceding
         ) as previous_end
     from exposure
 ),
@@ -46,7 +48,7 @@ exposure_numbered as (
         sum(case when previous_end is null or s > previous_end + 30 then 1 else 0 end) over w
             as era_no
     from exposure_ordered
-    window w as (partition by person_id, ingredient_id order by s, e rows unbounded preceding)
+    window w as (partition by person_id, ingredient_id order by s, e, id rows unbounded preceding)
 ),
 
 stretch as (

@@ -8,6 +8,7 @@ create or replace table @work.work_dose_era as
 with exposure as (
     select
         de.person_id,
+        de.drug_exposure_id as id,
         ds.ingredient_concept_id as drug_concept_id,
         ds.amount_unit_concept_id as unit_concept_id,
         ds.amount_value * de.quantity / de.days_supply as dose_value,
@@ -27,7 +28,7 @@ ordered as (
         *,
         max(e) over (
             partition by person_id, drug_concept_id, unit_concept_id, dose_value
-            order by s, e rows between unbounded preceding and 1 preceding
+            order by s, e, id rows between unbounded preceding and 1 preceding
         ) as previous_end
     from exposure
 ),
@@ -37,7 +38,7 @@ numbered as (
         *,
         sum(case when previous_end is null or s > previous_end + 30 then 1 else 0 end) over (
             partition by person_id, drug_concept_id, unit_concept_id, dose_value
-            order by s, e rows unbounded preceding
+            order by s, e, id rows unbounded preceding
         ) as era_no
     from ordered
 )
