@@ -43,8 +43,8 @@ def _steps(kind: str, *names: str) -> tuple[Step, ...]:
 # phases built, so they may run at the same time.
 PHASES: tuple[tuple[Step, ...], ...] = (
     _steps("work", "02_concept_lookup", "03_unit_lookup", "05_visit_group", "06_location"),
-    _steps("work", "04_event", "15_unmapped_codes"),
-    _steps("work", "07_keys"),
+    _steps("work", "04_event"),
+    _steps("work", "07_keys", "15_unmapped_codes"),
     _steps("ids", "work_keys"),
     _steps("work", "08_ids"),
     _steps("work", "09_event_ids"),
