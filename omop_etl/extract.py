@@ -154,9 +154,12 @@ def _rule_sql(rule: ColumnRule, ftype: str, fs: FileSpec, spec: SiteSpec) -> tup
     if rule.column:
         raw = quote_ident(rule.column)
     elif rule.json:
-        raw = f"json_extract_string({RECORD}, {literal(rule.json)})"
+        # every path of the file is extracted in one pass over the record (_json)
+        raw = f"{_JSON}[{_json_paths(fs).index(rule.json) + 1}]"
     else:
         raw = f"({rule.sql})"
+    if rule.transform:
+        raw = f"({rule.transform.replace('{value}', f'cast({raw} as varchar)')})"
     if rule.map:
         mapping = spec.value_maps[rule.map]
         cases = " ".join(f"when {literal(k)} then {literal(v)}" for k, v in mapping.items())
@@ -172,6 +175,24 @@ def _rule_sql(rule: ColumnRule, ftype: str, fs: FileSpec, spec: SiteSpec) -> tup
     if rule.default is not None:
         typed = f"coalesce({typed}, cast({literal(rule.default)} as {SQL_TYPES[ftype]}))"
     return typed, f"cast({raw} as varchar)"
+
+
+_JSON = "_json"  # an ndjson record's values at the file's JSON paths, parsed once
+
+
+def _json_paths(fs: FileSpec) -> list[str]:
+    """The JSON paths a file's rules read, in rule order."""
+    return list(dict.fromkeys(r.json for r in fs.columns if r.json))
+
+
+def _relation(source: Source, tag: str) -> str:
+    """The file's records; an ndjson record also as the list of its values at the paths."""
+    relation = source.relation(tag)
+    paths = _json_paths(source.fs)
+    if not paths:
+        return relation
+    listed = ", ".join(literal(p) for p in paths)
+    return f"(select *, json_extract_string({RECORD}, [{listed}]) as {_JSON} from {relation})"
 
 
 _ANY_IDENTIFIER = "|".join(f"({p})" for _, p in IDENTIFIER_PATTERNS)
@@ -287,7 +308,7 @@ def _file_select(
         f"{_case(flags)} as flag",
         *(quote_ident(n) for n in fields),
     ]
-    relation = source.relation(tag)
+    relation = _relation(source, tag)
     if record_no:
         # the second read also says which column broke which rule, and its raw value
         relation = f"(select *, row_number() over () as _record_no from {relation})"
@@ -451,7 +472,7 @@ def _add_pseudonyms(
     try:
         con.execute(
             f"insert into {table} select _id, {hmac_sql('_id', key)} from ("
-            f"select distinct {typed} as _id from {source.relation(tag)}) "
+            f"select distinct {typed} as _id from {_relation(source, tag)}) "
             f"where _id is not null and _id not in (select _pm_id from {table})"
         )
     except duckdb.Error as exc:

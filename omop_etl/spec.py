@@ -24,7 +24,17 @@ ENCODINGS = {"utf-8", "utf8", "utf-8-sig", "cp949", "euc-kr", "euc_kr"}
 BATCH_MODES = {"incremental", "snapshot"}
 CDM_DOMAINS = {"Condition", "Drug", "Procedure", "Measurement", "Observation", "Device"}
 FORMAT_ALIASES = {"date", "datetime"}
-_COLUMN_KEYS = {"column", "const", "sql", "json", "format", "map", "default", "free_text"}
+_COLUMN_KEYS = {
+    "column",
+    "const",
+    "sql",
+    "json",
+    "transform",
+    "format",
+    "map",
+    "default",
+    "free_text",
+}
 _FILE_KEYS = {
     "name",
     "pattern",
@@ -88,6 +98,7 @@ class ColumnRule:
     const: Any = None
     sql: str | None = None
     json: str | None = None  # a JSON path into an ndjson file's record
+    transform: str | None = None  # SQL applied to the column's or path's text: {value}
     format: str | None = None
     map: str | None = None
     default: Any = None
@@ -396,6 +407,16 @@ def _parse_column(
     path = rule.get("json")
     if path is not None and (not isinstance(path, str) or not path.startswith("$")):
         problems.append(f"{where}.json: expected a JSON path such as '$.subject.reference'")
+    transform = rule.get("transform")
+    if transform is not None and (
+        not isinstance(transform, str)
+        or "{value}" not in transform
+        or not (rule.get("column") or rule.get("json"))
+    ):
+        problems.append(
+            f"{where}.transform: a SQL expression over {{value}} (the text of the column or "
+            "JSON path), e.g. \"replace({value}, 'Patient/', '')\"; with column or json only"
+        )
     free_text = rule.get("free_text")
     if free_text is not None and free_text != "scrub":
         problems.append(f"{where}.free_text: the one allowed value is 'scrub'")
@@ -425,6 +446,7 @@ def _parse_column(
         const=rule.get("const"),
         sql=rule.get("sql"),
         json=path,
+        transform=transform,
         format=fmt,
         map=vmap,
         default=rule.get("default"),
