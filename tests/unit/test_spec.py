@@ -106,3 +106,25 @@ def test_unsupported_encoding_is_refused_before_running(tmp_path):
     text = VALID.replace('    delimiter: "\\t"\n', '    delimiter: "\\t"\n    encoding: utf-16\n')
     with pytest.raises(EtlError, match=r"files\[1\] \(labs\)\.encoding: 'utf-16' is not one of"):
         load_spec(_write(tmp_path, "demo_a", text))
+
+
+def test_every_bundled_site_spec_is_valid():
+    sites = available_sites()
+    assert {"seoul_general", "busan_university", "incheon_medical", "daegu_fhir"} < set(sites)
+    for site in sites:
+        assert load_spec(site).site == site
+
+
+def test_new_dialect_keys_are_checked(tmp_path):
+    text = (
+        VALID.replace("id_block: 2\n", "id_block: 2\nbatches: weekly\nmax_reject_rate: 5\n")
+        .replace("      code: test\n", "      code: {column: test, transform: upper(test)}\n")
+        .replace("      person_source_value: pid\n", "      person_source_value: {json: $.id}\n")
+    )
+    with pytest.raises(EtlError) as caught:
+        load_spec(_write(tmp_path, "demo_a", text))
+    message = str(caught.value)
+    assert "batches: 'weekly' is not one of ['incremental', 'snapshot']" in message
+    assert "max_reject_rate: expected a fraction from 0 to 1" in message
+    assert "columns.code.transform: a SQL expression over {value}" in message
+    assert "(labs).columns: json paths are for format ndjson only" in message
