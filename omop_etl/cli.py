@@ -380,8 +380,8 @@ def _print_consortium(summaries: dict, result) -> None:
     console.print(rejects)
 
     coverage = Table(title="Mapping coverage: events with a standard concept")
-    coverage.add_column("site")
-    for col in ("mapped", "events", "coverage", "unmapped codes", "source rows", "seconds"):
+    coverage.add_column("site", no_wrap=True)
+    for col in ("mapped", "events", "coverage", "unmapped", "rows read", "s"):
         coverage.add_column(col, justify="right")
     for site in sites:
         s = summaries[site]
