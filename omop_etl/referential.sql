@@ -4,7 +4,8 @@
 -- count it. Nothing is deleted.
 --   * encounters, events and coverage periods of an unknown patient: `unknown_person`;
 --   * cost lines of an unknown encounter: `unknown_visit`;
---   * events of an unknown encounter are kept without it, flagged `unknown_visit`.
+--   * events of an unknown encounter are kept without it, flagged `unknown_visit`;
+--   * events more than 60 days after death are kept, flagged `after_death`.
 
 update @work.visit as v set reject = 'unknown_person'
 where reject is null
@@ -43,3 +44,13 @@ where reject is null
         select 1 from @work.visit as v
         where v.visit_source_value = e.visit_source_value and v.reject is null
     );
+
+-- An event dated more than 60 days after its patient's death (the grace period of
+-- OHDSI's plausibleBeforeDeath check) is kept and flagged `after_death`.
+update @work.event as e set flag = coalesce(e.flag, 'after_death')
+from @work.person as p
+where e.reject is null
+    and p.reject is null
+    and p.death_datetime is not null
+    and p.person_source_value = e.person_source_value
+    and e.start_datetime > p.death_datetime + interval 60 days;

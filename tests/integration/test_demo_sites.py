@@ -54,6 +54,8 @@ def test_every_planted_defect_is_rejected_or_flagged_exactly_as_planted(demo):
     for d in result.manifest["defects"]:
         if d["detected_by"] in ("reject", "flag"):
             planted[(d["site"], d["batch"], d["rule"])] += d["count"]
+        elif d["kind"] == "event_after_death":  # kept for the CDM checks, and flagged
+            planted[(d["site"], d["batch"], "after_death")] += d["count"]
     assert len({k[2] for k in planted}) >= 11  # every kind the generator plants
     found: Counter = Counter()
     for site in demo_sites():
