@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -94,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{site:<17} {dialect:<26} {batch:<10} {n:>10,} {size / (1 << 20):>7.1f} "
             f"{seconds:>7.2f} {n / seconds:>9,.0f} {ratio:>11.2f}x"
         )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nPeak RSS of the whole benchmark process: {peak:,.0f} MiB")
     verdict = "met" if worst <= MAX_RATIO else "NOT met"
     print(
-        f"\nBulk batches ({batches[0]}): slowest dialect per input row = {worst:.2f}x plain "
+        f"Bulk batches ({batches[0]}): slowest dialect per input row = {worst:.2f}x plain "
         f"UTF-8 CSV (bound {MAX_RATIO:.0f}x: {verdict}). Second batches are a month's delta: "
         "their time is mostly the fixed cost of a run (rebuilding the site's CDM)."
     )
