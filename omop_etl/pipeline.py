@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -32,6 +32,8 @@ from omop_etl.spec import SiteSpec, load_spec
 from omop_etl.sql import Ident, literal, quote_ident
 from omop_etl.staging import TARGETS, staging_ddl
 from omop_etl.warehouse import Target, connect
+from quality.contracts import ContractResult, run_contracts
+from quality.results import create_results_schema
 from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
 
 
@@ -82,6 +84,7 @@ def run_site(
     rejects and reconciliation are stored, the run log says why, and EtlError is raised.
     """
     started = time.perf_counter()
+    started_at = datetime.now()
     spec = load_spec(site)
     if not input_dir.is_dir():
         raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
@@ -112,8 +115,22 @@ def run_site(
         files = extract_site(
             con, spec, input_dir, work, batch_id, key=key, earlier=earlier, progress=file_progress
         )
-        batch = Batch(spec.site, batch_id, files, work, stage, spec.batches == "incremental")
+        batch = Batch(
+            spec.site,
+            batch_id,
+            files,
+            work,
+            stage,
+            spec.batches == "incremental",
+            run_id=f"{spec.site}:{batch_id}:{started_at:%Y%m%dT%H%M%S.%f}",
+            started_at=started_at,
+        )
         blocked = _over_reject_threshold(spec, batch, con)
+        if not blocked:
+            if progress:
+                progress("contracts (Great Expectations)")
+            batch.contracts = run_contracts(con, spec, work.sql, batch_id, started_at.date())
+            blocked = _failed_contracts(spec, batch)
         if blocked:
             _store_blocked(con, batch, blocked)
             raise EtlError(blocked)
@@ -253,7 +270,7 @@ def _spec_digest(spec: SiteSpec) -> str:
     return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Batch:
     """A batch on its way to publishing: its files' fates, its scratch and lasting schemas."""
 
@@ -263,14 +280,12 @@ class Batch:
     work: Ident
     stage: str
     incremental: bool  # its staging is kept, for the site's later batches
+    run_id: str = ""
+    started_at: datetime | None = None
+    contracts: list[ContractResult] = field(default_factory=list)
 
 
-RUN_LOG_DDL = """
-create table if not exists results.run_log (
-    site varchar, batch_id varchar, status varchar, finished_at timestamp,
-    rows_read bigint, rows_loaded bigint, rows_rejected bigint, rows_filtered bigint,
-    message varchar
-)"""
+UNMAPPED_TOP = 50  # unmapped codes per run kept in results (the full list: stage_<site>)
 
 UNMAPPED_DDL = """
 create table if not exists {schema}.unmapped_codes (
@@ -294,6 +309,7 @@ def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: st
     try:
         _store_batch_records(con, batch)
         _log_run(con, batch, "published", None)
+        _record_results(con, batch, build)
         stage = quote_ident(batch.stage)
         con.execute(UNMAPPED_DDL.format(schema=stage))
         con.execute(f"delete from {stage}.unmapped_codes where batch_id = ?", [batch.batch_id])
@@ -340,6 +356,7 @@ def _store_blocked(con: duckdb.DuckDBPyConnection, batch: Batch, why: str) -> No
     try:
         _store_batch_records(con, batch)
         _log_run(con, batch, "blocked", why)
+        _record_results(con, batch, None)
         con.execute("commit")
     except BaseException:
         with contextlib.suppress(duckdb.Error):
@@ -350,11 +367,12 @@ def _store_blocked(con: duckdb.DuckDBPyConnection, batch: Batch, why: str) -> No
 def _log_run(
     con: duckdb.DuckDBPyConnection, batch: Batch, status: str, message: str | None
 ) -> None:
-    con.execute("create schema if not exists results")
-    con.execute(RUN_LOG_DDL)
+    create_results_schema(con)
     files = batch.files
     con.execute(
-        "insert into results.run_log values (?, ?, ?, now()::timestamp, ?, ?, ?, ?, ?)",
+        "insert into results.run_log by name select ? as site, ? as batch_id, ? as status, "
+        "now()::timestamp as finished_at, ? as rows_read, ? as rows_loaded, "
+        "? as rows_rejected, ? as rows_filtered, ? as message, ? as run_id, ? as started_at",
         [
             batch.site,
             batch.batch_id,
@@ -364,7 +382,74 @@ def _log_run(
             sum(f.rows_rejected for f in files),
             sum(f.rows_filtered for f in files),
             message,
+            batch.run_id,
+            batch.started_at,
         ],
+    )
+
+
+def _failed_contracts(spec: SiteSpec, batch: Batch) -> str | None:
+    """Why the batch may not be published (failed contract expectations), or None."""
+    failed = [c for c in batch.contracts if not c.success]
+    if not failed:
+        return None
+    listed = "; ".join(
+        f"{c.suite}: {c.expectation.type}({c.expectation.column or ''}) "
+        f"{c.unexpected_count:,} of {c.element_count:,} rows"
+        for c in failed[:5]
+    )
+    return (
+        f"site {spec.site}, batch {batch.batch_id}: {len(failed)} contract expectation(s) "
+        f"failed, nothing was published: {listed}. The results are in results.contract_results"
+    )
+
+
+def _record_results(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident | None) -> None:
+    """What QA staff read about the run, in ``results``: counts and codes, no row contents."""
+    key = [batch.run_id, batch.site, batch.batch_id]
+    for c in batch.contracts:
+        con.execute(
+            "insert into results.contract_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                *key,
+                c.suite,
+                c.expectation.type,
+                c.expectation.column,
+                c.success,
+                c.element_count,
+                c.unexpected_count,
+                c.unexpected_percent,
+                c.details,
+            ],
+        )
+    con.execute(
+        "insert into results.reject_counts select ?, ?, ?, source_file, 'reject', rule, "
+        f"count(*) from {batch.work.sql}.rejects group by source_file, rule",
+        key,
+    )
+    flags = [
+        (*key, f.source_file, "flag", rule, n) for f in batch.files for rule, n in f.flags.items()
+    ]
+    if flags:
+        con.executemany("insert into results.reject_counts values (?, ?, ?, ?, ?, ?, ?)", flags)
+    if build is None:
+        return
+    counts = " union all ".join(
+        f"select {literal(t)}, count(*) from {build.sql}.{quote_ident(t)}"
+        for t in CDM_TABLES_WRITTEN
+    )
+    con.execute(f"insert into results.row_counts select ?, ?, ?, * from ({counts})", key)
+    coverage = " union all ".join(
+        f"select {literal(t)}, count(*) filter (where {f} <> 0), count(*) "
+        f"from {build.sql}.{quote_ident(t)}"
+        for t, f in MAPPED_FIELDS.items()
+    )
+    con.execute(f"insert into results.mapping_coverage select ?, ?, ?, * from ({coverage})", key)
+    con.execute(
+        "insert into results.unmapped_top select ?, ?, ?, source_vocabulary_id, source_code, "
+        f"source_name, frequency from {batch.work.sql}.work_unmapped_codes "
+        f"order by frequency desc, source_vocabulary_id, source_code limit {UNMAPPED_TOP}",
+        key,
     )
 
 

@@ -81,6 +81,9 @@ _TOP_KEYS = {
     "files",
     "batches",
     "max_reject_rate",
+    "contracts",
+    "check_thresholds",
+    "code_forms",
 }
 DEFAULT_MAX_REJECT_RATE = 0.05
 # a source column name: any text without double quotes or control characters (Korean
@@ -135,6 +138,12 @@ class SiteSpec:
     path: Path | None = None
     batches: str = "incremental"
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE
+    # hand-written expectations: {target, expectation (GE snake_case name), arguments...}
+    contracts: tuple[dict[str, Any], ...] = ()
+    # DQD thresholds of this site, by check id or check name (percent of violating rows)
+    check_thresholds: dict[str, float] = field(default_factory=dict)
+    # code system -> regular expression its codes match (contracts on staging)
+    code_forms: dict[str, str] = field(default_factory=dict)
 
     @property
     def id_base(self) -> int:
@@ -242,6 +251,36 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         problems.append("max_reject_rate: expected a fraction from 0 to 1 (e.g. 0.05)")
         max_rate = DEFAULT_MAX_REJECT_RATE
 
+    contracts = raw.get("contracts") or []
+    if not isinstance(contracts, list):
+        problems.append("contracts: expected a list of {target, expectation, arguments...}")
+        contracts = []
+    for i, c in enumerate(contracts):
+        if not isinstance(c, dict) or c.get("target") not in TARGETS:
+            problems.append(f"contracts[{i}].target: one of {sorted(TARGETS)}")
+        elif not re.match(r"^expect_[a-z_]+$", str(c.get("expectation", ""))):
+            problems.append(
+                f"contracts[{i}].expectation: a Great Expectations expectation name, "
+                "e.g. expect_column_values_to_be_between"
+            )
+    thresholds = raw.get("check_thresholds") or {}
+    if not isinstance(thresholds, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 100
+        for v in thresholds.values()
+    ):
+        problems.append("check_thresholds: expected check id or name -> percent (0 to 100)")
+        thresholds = {}
+
+    code_forms = raw.get("code_forms") or {}
+    if not isinstance(code_forms, dict) or not all(isinstance(v, str) for v in code_forms.values()):
+        problems.append("code_forms: expected code system -> regular expression")
+        code_forms = {}
+    for system, form in code_forms.items():
+        try:
+            re.compile(form)
+        except re.error as exc:
+            problems.append(f"code_forms.{system}: not a regular expression: {exc}")
+
     raw_files = raw.get("files")
     if not isinstance(raw_files, list) or not raw_files:
         problems.append("files: required, a list of the export's files")
@@ -268,6 +307,9 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         path=path,
         batches=str(batches),
         max_reject_rate=float(max_rate),
+        contracts=tuple(c for c in contracts if isinstance(c, dict)),
+        check_thresholds={str(k): float(v) for k, v in thresholds.items()},
+        code_forms={str(k): v for k, v in code_forms.items()},
     )
 
 

@@ -183,6 +183,8 @@ description: tiny test site
 id_block: {id_block}
 # the tests plant bad rows on purpose: never block a batch for its rejects
 max_reject_rate: 1.0
+# the tiny vocabulary's codes (C1, L1, D1 ...) have no real code system's form
+code_forms: {{SNOMED: ".+", LOINC: ".+", RxNorm: ".+"}}
 defaults:
   date_format: "%Y-%m-%d"
   datetime_format: "%Y-%m-%d %H:%M"

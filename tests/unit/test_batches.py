@@ -159,3 +159,32 @@ def test_kcd7_codes_match_their_map_however_written_and_unmapped_codes_are_repor
         ["U999", "U999", "2", "KCD7", "Condition"],
         ["X00", "X00", "1", "KCD7", "Condition"],
     ]
+
+
+def test_a_batch_failing_its_contract_is_not_published_and_the_results_are_kept(tiny):
+    tiny.load_vocabulary()
+    from omop_etl.pipeline import run_site
+
+    run_site("tiny", _first_batch(tiny), tiny.warehouse)
+    before = _checksums(tiny)
+    assert tiny.query(
+        "select count(*), bool_and(success) from results.contract_results "
+        "where batch_id = '2020-01-31'"
+    ) == [(tiny.query("select count(*) from results.contract_results")[0][0], True)]
+    for rows in tiny.tables.values():
+        rows.clear()
+    tiny.patient("p5")
+    tiny.drug("p5", "D1", "2020-03-01", days="400")  # a year and more of days' supply
+    folder = tiny.write(tiny.root / "export" / "2020-03-31")
+    with pytest.raises(
+        EtlError, match=r"1 contract expectation\(s\) failed, nothing was published"
+    ):
+        run_site("tiny", folder, tiny.warehouse)
+    assert _checksums(tiny) == before
+    assert tiny.query(
+        "select suite, expectation, column_name, element_count, unexpected_count "
+        "from results.contract_results where batch_id = '2020-03-31' and not success"
+    ) == [("tiny.event", "expect_column_values_to_be_between", "days_supply", 1, 1)]
+    assert tiny.query("select status from results.run_log where batch_id = '2020-03-31'") == [
+        ("blocked",)
+    ]

@@ -15,6 +15,7 @@ site: tiny
 description: tiny dialect test site
 id_block: 3
 max_reject_rate: 1.0
+code_forms: {SNOMED: ".+", LOINC: ".+"}  # the tiny vocabulary's codes (C1, L1 ...)
 defaults:
   date_format: "%Y%m%d"
   datetime_format: "%Y%m%d%H%M%S"
