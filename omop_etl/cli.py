@@ -5,6 +5,7 @@
                  [--rerun] [--demo-key]
     omop-etl spec check NAME
     omop-etl report unmapped --site NAME --out FILE [--batch-id ID] [--warehouse TARGET]
+    omop-etl dashboard [--warehouse TARGET] [--out DIR]
     omop-etl query SQL [--warehouse TARGET]
     omop-etl demo [--warehouse TARGET]
 
@@ -122,6 +123,15 @@ def _parser() -> argparse.ArgumentParser:
     unmapped.add_argument("--warehouse", help=warehouse_help)
     unmapped.set_defaults(handler=cmd_report_unmapped)
 
+    dashboard = sub.add_parser(
+        "dashboard", help="write the QA dashboard (offline HTML: an index and a page per run)"
+    )
+    dashboard.add_argument("--warehouse", help=warehouse_help)
+    dashboard.add_argument(
+        "--out", type=Path, default=Path("out/dashboard"), help="folder (default out/dashboard)"
+    )
+    dashboard.set_defaults(handler=cmd_dashboard)
+
     query = sub.add_parser("query", help="run one read-only SQL query on the warehouse")
     query.add_argument("sql", help='the query, e.g. "select count(*) from cdm_synthea.person"')
     query.add_argument("--warehouse", help=warehouse_help)
@@ -137,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         "--export", type=Path, default=Path("demo_export"), help="where the demo exports go"
     )
     demo.add_argument("--patients", type=int, default=200, help="patients per hospital (200)")
+    demo.add_argument(
+        "--dashboard",
+        type=Path,
+        default=Path("out/dashboard"),
+        help="where the QA dashboard goes (default out/dashboard)",
+    )
     demo.set_defaults(handler=cmd_demo)
     demo_actions = demo.add_subparsers(metavar="ACTION")
     generate = demo_actions.add_parser(
@@ -246,6 +262,29 @@ def cmd_spec_check(args: argparse.Namespace) -> None:
     )
 
 
+def write_dashboard(target, out: Path) -> Path:
+    """The QA dashboard of the warehouse's runs, from its results schema only."""
+    from omop_etl.warehouse import connect
+    from quality.dashboard import build_dashboard
+
+    if not Path(target.location).exists():
+        raise EtlError(f"warehouse {target} does not exist yet")
+    con = connect(target, read_only=True)
+    try:
+        return build_dashboard(con, out)
+    finally:
+        con.close()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    from omop_etl.warehouse import parse_target
+
+    index = write_dashboard(parse_target(args.warehouse), args.out)
+    console.print(
+        f"QA dashboard: [cyan]{index.resolve()}[/] (open it in a browser; it works offline)"
+    )
+
+
 def cmd_report_unmapped(args: argparse.Namespace) -> None:
     from omop_etl.reports import latest_batch, write_unmapped_report
     from omop_etl.warehouse import connect, parse_target
@@ -328,6 +367,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         )
     summaries = {"synthea": result.synthea} | {s: runs[-1] for s, runs in result.sites.items()}
     _print_consortium(summaries, result)
+    index = write_dashboard(target, args.dashboard)
     site_list = ", ".join(f"cdm_{s}" for s in summaries)
     console.print(
         f"\n[bold]Built:[/] OMOP CDM v5.4 of six sites (five SYNTHETIC hospitals from "
@@ -338,6 +378,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "[cyan]stage_<site>[/].\n"
         f"  Unmapped-code reports (Usagi import files): [cyan]{args.export / 'reports'}[/]\n"
         f"  Planted defects (ground truth): [cyan]{args.export / 'manifest.json'}[/]\n"
+        f"  QA dashboard (offline HTML): [cyan]{index.resolve()}[/]\n"
         "Look at it, e.g.:\n"
         f"  .venv/bin/omop-etl query --warehouse {target} "
         '"select gender_concept_id, count(*) from cdm_busan_university.person group by 1"\n'
