@@ -49,6 +49,8 @@ def run_pipeline(export: Path, warehouse: Path) -> dict[str, Any]:
         "seconds": ended - started,
         "rows": summary.rows,
         "rows_read": summary.rows_read,
+        "checks": summary.checks,
+        "contracts": summary.contracts,
         "rejects": summary.rejects_by_rule,
         "steps": steps,
     }

@@ -260,6 +260,10 @@ def phase(step: str) -> str:
         return "extract (+ referential checks)"
     if step in ("publish", "indexes"):
         return "publish (+ reconciliation, counts)"
+    if step.startswith("contracts"):
+        return "contracts (Great Expectations)"
+    if step.startswith("checks"):
+        return "CDM checks (DQD catalogue)"
     return "transforms"
 
 
@@ -289,6 +293,14 @@ def print_details(m: Measurement) -> None:
         for step, seconds in p.result["steps"].items():
             phases[phase(step)] = phases.get(phase(step), 0.0) + seconds
         print("    " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+        checks = p.result.get("checks") or {}
+        if checks:
+            by_status = ", ".join(f"{n:,} {status}" for status, n in sorted(checks.items()))
+            passed, run = p.result.get("contracts") or (0, 0)
+            print(
+                f"    CDM checks run: {sum(checks.values()):,} ({by_status}); "
+                f"contract expectations passed: {passed} of {run}"
+            )
         slow = sorted(
             ((s, k) for k, s in p.result["steps"].items() if phase(k) == "transforms"),
             reverse=True,

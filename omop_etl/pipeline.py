@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import json
 import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from omop_etl import __version__, schema, settings
 from omop_etl.errors import EtlError
@@ -32,6 +37,7 @@ from omop_etl.spec import SiteSpec, load_spec
 from omop_etl.sql import Ident, literal, quote_ident
 from omop_etl.staging import TARGETS, staging_ddl
 from omop_etl.warehouse import Target, connect
+from quality.checks import CheckResult, catalogue, cdm_source_metadata, dqd_json, run_checks
 from quality.contracts import ContractResult, run_contracts
 from quality.results import create_results_schema
 from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
@@ -51,6 +57,9 @@ class RunSummary:
     flags_by_rule: dict[str, int] = field(default_factory=dict)
     mapping: dict[str, tuple[int, int]] = field(default_factory=dict)  # table: (mapped, rows)
     unmapped_codes: int = 0  # distinct source codes with concept 0 in this run
+    checks: dict[str, int] = field(default_factory=dict)  # CDM checks run, by status
+    contracts: tuple[int, int] = (0, 0)  # contract expectations (passed, run)
+    run_id: str = ""
     status: str = "published"
     seconds: float = 0.0
 
@@ -90,6 +99,8 @@ def run_site(
         raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
     batch_id = batch_id or default_batch_id(input_dir)
     key = site_key(spec.site, demo=demo_key)
+    # Great Expectations takes seconds to import: import it while the files are read
+    threading.Thread(target=_import_contract_engine, daemon=True).start()
     con = connect(target)
     try:
         _require_vocabulary(con)
@@ -158,6 +169,13 @@ def run_site(
 
         run_transforms(con, params, progress=step_progress)
         if progress:
+            progress("checks (DQD catalogue)")
+        _run_cdm_checks(con, spec, batch, build, Ident(catalog, settings.VOCAB_SCHEMA), cdm)
+        blocked = _failed_fatal_checks(spec, batch)
+        if blocked:
+            _store_blocked(con, batch, blocked)
+            raise EtlError(blocked)
+        if progress:
             progress("publish")
         _publish(con, batch, build, cdm)
         con.execute(f"detach {SCRATCH}")
@@ -173,6 +191,9 @@ def run_site(
             rejects_by_rule=_by_rule(con, stage, "rejects", "count(*)", batch_id),
             flags_by_rule=_by_rule(con, stage, "flags", "sum(rows)", batch_id),
             mapping=mapping_coverage(con, cdm),
+            checks=dict(Counter(c.status for c in batch.checks)),
+            contracts=(sum(c.success for c in batch.contracts), len(batch.contracts)),
+            run_id=batch.run_id,
             unmapped_codes=con.execute(
                 f"select count(*) from {quote_ident(stage)}.unmapped_codes where batch_id = ?",
                 [batch_id],
@@ -182,6 +203,11 @@ def run_site(
         con.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _import_contract_engine() -> None:
+    with contextlib.suppress(Exception):  # the contracts step imports it again, and reports
+        importlib.import_module("great_expectations")
 
 
 def _by_rule(
@@ -283,6 +309,8 @@ class Batch:
     run_id: str = ""
     started_at: datetime | None = None
     contracts: list[ContractResult] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    dqd: dict | None = None  # the checks as DataQualityDashboard's results JSON
 
 
 UNMAPPED_TOP = 50  # unmapped codes per run kept in results (the full list: stage_<site>)
@@ -388,6 +416,46 @@ def _log_run(
     )
 
 
+def _run_cdm_checks(
+    con: duckdb.DuckDBPyConnection,
+    spec: SiteSpec,
+    batch: Batch,
+    build: Ident,
+    vocab: Ident,
+    cdm: str,
+) -> None:
+    """The DQD catalogue on the built CDM, before it is published (tables this site does
+    not fill are created empty first, as publishing will)."""
+    catalog = con.execute("select current_database()").fetchall()[0][0]
+    con.execute(f"use {quote_ident(build.parts[0])}")
+    try:
+        schema.create_schema(con, build.parts[1], tables=schema.cdm_tables())
+    finally:
+        con.execute(f"use {quote_ident(catalog)}")
+    started = datetime.now()
+    batch.checks = run_checks(
+        con, build.sql, vocab.sql, catalogue(spec.check_thresholds), workers=settings.workers()
+    )
+    metadata = cdm_source_metadata(con, build.sql)
+    batch.dqd = dqd_json(batch.checks, metadata, started_at=started, ended_at=datetime.now())
+
+
+def _failed_fatal_checks(spec: SiteSpec, batch: Batch) -> str | None:
+    """Why the batch may not be published (a fatal CDM check failed or erred), or None."""
+    fatal = [c for c in batch.checks if c.severity == "fatal" and c.status in ("Failed", "Error")]
+    if not fatal:
+        return None
+    listed = "; ".join(
+        f"{c.check_name} {c.cdm_table_name}.{c.cdm_field_name or ''} "
+        f"{c.status.lower()} ({c.num_violated_rows or 0:,} rows)"
+        for c in fatal[:5]
+    )
+    return (
+        f"site {spec.site}, batch {batch.batch_id}: {len(fatal)} fatal CDM check(s) failed, "
+        f"nothing was published: {listed}. The results are in results.check_results"
+    )
+
+
 def _failed_contracts(spec: SiteSpec, batch: Batch) -> str | None:
     """Why the batch may not be published (failed contract expectations), or None."""
     failed = [c for c in batch.contracts if not c.success]
@@ -421,6 +489,17 @@ def _record_results(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident |
                 c.unexpected_percent,
                 c.details,
             ],
+        )
+    if batch.checks:
+        records = [
+            {"run_id": batch.run_id, "site": batch.site, "batch_id": batch.batch_id, **c.record()}
+            for c in batch.checks
+        ]
+        checks = pa.Table.from_pylist(records)  # noqa: F841 - read by the insert below
+        con.execute("insert into results.check_results by name select * from checks")
+    if batch.dqd is not None:
+        con.execute(
+            "insert into results.dqd_json values (?, ?, ?, ?)", [*key, json.dumps(batch.dqd)]
         )
     con.execute(
         "insert into results.reject_counts select ?, ?, ?, source_file, 'reject', rule, "

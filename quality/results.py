@@ -27,6 +27,8 @@ TABLES: dict[str, str] = {
         num_violated_rows bigint, pct_violated_rows double, num_denominator_rows bigint,
         status varchar, not_applicable_reason varchar, error varchar,
         execution_time double, examples varchar, query_text varchar""",
+    # the run's checks as DataQualityDashboard writes them (its viewer opens this JSON)
+    "dqd_json": "run_id varchar, site varchar, batch_id varchar, document varchar",
     # Great Expectations contract results on staging, one row per run and expectation
     "contract_results": """
         run_id varchar, site varchar, batch_id varchar, suite varchar,

@@ -40,6 +40,9 @@ def site_secrets() -> Iterator[None]:
 
 # concept_id, name, domain, vocabulary, class, standard, code
 TINY_CONCEPTS = [
+    (0, "No matching concept", "Metadata", "None", "Undefined", "", "No matching concept"),
+    (756265, "OMOP CDM Version 5.4.0", "Metadata", "CDM", "CDM", "S", "CDM v5.4.0"),
+    (32810, "Claim", "Type Concept", "Type Concept", "Type Concept", "S", "OMOP4976884"),
     (8507, "MALE", "Gender", "Gender", "Gender", "S", "M"),
     (8532, "FEMALE", "Gender", "Gender", "Gender", "S", "F"),
     (9201, "Inpatient Visit", "Visit", "Visit", "Visit", "S", "IP"),
@@ -154,9 +157,18 @@ def write_athena(folder: Path) -> Path:
             "vocabulary_version",
             "vocabulary_concept_id",
         ],
-        [("None", "OMOP Standardized Vocabularies", "tiny", "tiny-test-vocab", 44819096)],
+        [("None", "OMOP Standardized Vocabularies", "tiny", "tiny-test-vocab", 44819096)]
+        + [
+            (v, v, "tiny", "tiny-test-vocab", 0)
+            for v in sorted({c[3] for c in TINY_CONCEPTS} - {"None"})
+        ],
     )
-    _write_tsv(folder / "DOMAIN.csv", ["domain_id", "domain_name", "domain_concept_id"], [])
+    domains = sorted({c[2] for c in TINY_CONCEPTS} | {"Visit", "Cost"})
+    _write_tsv(
+        folder / "DOMAIN.csv",
+        ["domain_id", "domain_name", "domain_concept_id"],
+        [(d, d, 0) for d in domains],
+    )
     _write_tsv(
         folder / "CONCEPT_CLASS.csv",
         ["concept_class_id", "concept_class_name", "concept_class_concept_id"],

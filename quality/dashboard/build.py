@@ -514,15 +514,32 @@ def build_dashboard(con: duckdb.DuckDBPyConnection, out_dir: Path) -> Path:
         )
         trends.append(_trend(number, site, site_runs, row_counts))
 
+    documents = _dqd_documents(con)
     for run in runs:
         page = _run_page(results, run, row_counts, previous_counts.get(run["page"]))
-        html = env.get_template("run.html").render(run=run, **page, **common)
+        json_file = None
+        if run["run_id"] in documents:  # DataQualityDashboard's results JSON, for its viewer
+            json_file = f"dqd/{Path(run['page']).stem}.json"
+            (out_dir / "dqd").mkdir(parents=True, exist_ok=True)
+            _write(out_dir / json_file, documents[run["run_id"]])
+        html = env.get_template("run.html").render(
+            run=run, dqd_json_file=json_file, **page, **common
+        )
         _write(out_dir / run["page"], html)
 
     index = out_dir / "index.html"
     html = env.get_template("index.html").render(runs=runs, sites=sites, trends=trends, **common)
     _write(index, html)
     return index
+
+
+def _dqd_documents(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """run_id -> the run's DQD results JSON (results.dqd_json), if the table exists."""
+    try:
+        rows = con.execute("select run_id, document from results.dqd_json").fetchall()
+    except duckdb.Error:
+        return {}
+    return {run_id: document for run_id, document in rows if run_id}
 
 
 def _trend(

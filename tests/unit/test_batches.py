@@ -188,3 +188,36 @@ def test_a_batch_failing_its_contract_is_not_published_and_the_results_are_kept(
     assert tiny.query("select status from results.run_log where batch_id = '2020-03-31'") == [
         ("blocked",)
     ]
+
+
+def test_a_fatal_cdm_check_blocks_the_batch_and_the_dashboard_says_why(tiny, monkeypatch):
+    tiny.load_vocabulary()
+    from omop_etl.cli import write_dashboard
+    from omop_etl.pipeline import run_site
+    from transforms import runner
+
+    run_site("tiny", _first_batch(tiny), tiny.warehouse)
+    before = _checksums(tiny)
+    real = runner.sql_text
+
+    def broken(kind: str, name: str) -> str:  # a transform bug: a concept id that does not exist
+        sql = real(kind, name)
+        if (kind, name) == ("cdm", "person"):
+            sql = sql.replace("coalesce(p.gender_concept_id, 0)", "999999", 1)
+        return sql
+
+    monkeypatch.setattr(runner, "sql_text", broken)
+    with pytest.raises(EtlError, match=r"fatal CDM check\(s\) failed, nothing was published: "):
+        run_site("tiny", _second_batch(tiny), tiny.warehouse)
+    assert _checksums(tiny) == before
+    ((message,),) = tiny.query(
+        "select message from results.run_log where batch_id = '2020-02-29' and status = 'blocked'"
+    )
+    assert "isForeignKey PERSON.GENDER_CONCEPT_ID failed (3 rows)" in message
+    assert tiny.query(
+        "select status, severity, num_violated_rows from results.check_results "
+        "where batch_id = '2020-02-29' and check_name = 'isForeignKey' "
+        "and cdm_table_name = 'PERSON' and cdm_field_name = 'GENDER_CONCEPT_ID'"
+    ) == [("Failed", "fatal", 3)]
+    index = write_dashboard(tiny.warehouse, tiny.root / "dashboard")
+    assert "isForeignKey PERSON.GENDER_CONCEPT_ID failed" in index.read_text(encoding="utf-8")
