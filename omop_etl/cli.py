@@ -420,9 +420,13 @@ def _print_consortium(summaries: dict, result) -> None:
         rejects.add_row(rule, *(f"{by_rule[rule].get(s, 0):,}" for s in sites))
     console.print(rejects)
 
-    coverage = Table(title="Mapping coverage: events with a standard concept")
+    checks = max((sum(s.checks.values()) for s in summaries.values()), default=0)
+    coverage = Table(
+        title=f"Mapping coverage; CDM checks of the latest batch failed (of {checks:,}; none fatal)"
+    )
     coverage.add_column("site", no_wrap=True)
-    for col in ("mapped", "events", "coverage", "unmapped", "rows read", "s"):
+    coverage.columns[0].min_width = 16
+    for col in ("mapped", "events", "coverage", "unmapped", "rows read", "failed checks", "s"):
         coverage.add_column(col, justify="right")
     for site in sites:
         s = summaries[site]
@@ -436,6 +440,7 @@ def _print_consortium(summaries: dict, result) -> None:
             f"{mapped / events:.1%}" if events else "-",
             f"{s.unmapped_codes:,}",
             f"{sum(r.rows_read for r in runs):,}",
+            f"{s.checks.get('Failed', 0)}",
             f"{sum(r.seconds for r in runs):.1f}",
         )
     console.print(coverage)
