@@ -24,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from omop_etl import settings, vocabulary
+from omop_etl import vocabulary
 from omop_etl.demo.run import ensure_export
 from omop_etl.pipeline import run_site
 from omop_etl.warehouse import parse_target
@@ -59,13 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         path.unlink(missing_ok=True)
     con = duckdb.connect(str(warehouse))
     try:
-        vocabulary.load_vocabulary(
-            con,
-            settings.demo_vocabulary_dir(),
-            "vocab",
-            supplement=settings.vocabulary_supplement_dir(),
-        )
-        vocabulary.load_code_maps(con, sorted(settings.codemaps_dir().glob("*.csv")), "vocab")
+        vocabulary.load_demo_vocabulary(con)
     finally:
         con.close()
     target = parse_target(str(warehouse))

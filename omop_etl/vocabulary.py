@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from omop_etl import schema
+from omop_etl import schema, settings
 from omop_etl.codes import normalized_sql
 from omop_etl.errors import EtlError
 from omop_etl.sql import literal, quote_ident
@@ -742,3 +742,13 @@ def load_code_maps(
 def _count_temp(con: duckdb.DuckDBPyConnection, table: str) -> int:
     row = _first_row(con, f"SELECT count(*) FROM {table}")
     return int(row[0]) if row else 0
+
+
+def load_demo_vocabulary(con: duckdb.DuckDBPyConnection, schema: str = "vocab") -> None:
+    """The bundled demo vocabulary, its supplement, and every code map of mappings/codemaps."""
+    load_vocabulary(
+        con, settings.demo_vocabulary_dir(), schema, supplement=settings.vocabulary_supplement_dir()
+    )
+    maps = sorted(settings.codemaps_dir().glob("**/*.csv"))
+    if maps:
+        load_code_maps(con, maps, schema)

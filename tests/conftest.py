@@ -399,19 +399,13 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TinySite:
 @pytest.fixture(scope="session")
 def synthea_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Target]:
     """The bundled Synthea sample through the pipeline, once per session."""
-    from omop_etl import settings
     from omop_etl.pipeline import run_demo_site
 
     root = tmp_path_factory.mktemp("synthea")
     target = Target("duckdb", str(root / "warehouse.duckdb"))
     con = duckdb.connect(target.location)
     try:
-        vocabulary.load_vocabulary(
-            con,
-            settings.demo_vocabulary_dir(),
-            "vocab",
-            supplement=settings.vocabulary_supplement_dir(),
-        )
+        vocabulary.load_demo_vocabulary(con)
     finally:
         con.close()
     summary = run_demo_site(target)

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from omop_etl import settings, vocabulary
+from omop_etl import vocabulary
 from omop_etl.codes import NORMAL_FORMS
 from omop_etl.demo.run import demo_sites, run_demo
 from omop_etl.reports import USAGI_COLUMNS
@@ -27,13 +27,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     target = Target("duckdb", str(root / "warehouse.duckdb"))
     con = duckdb.connect(target.location)
     try:
-        vocabulary.load_vocabulary(
-            con,
-            settings.demo_vocabulary_dir(),
-            "vocab",
-            supplement=settings.vocabulary_supplement_dir(),
-        )
-        vocabulary.load_code_maps(con, sorted(settings.codemaps_dir().glob("*.csv")), "vocab")
+        vocabulary.load_demo_vocabulary(con)
     finally:
         con.close()
     result = run_demo(target, root / "export", patients=PATIENTS, seed=7)
