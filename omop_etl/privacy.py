@@ -63,17 +63,43 @@ def site_key(site: str, *, demo: bool = False) -> bytes:
 
 
 def _airflow_secret(site: str) -> str | None:
-    """The password of the site's Airflow Connection, when running under Airflow."""
-    if not os.environ.get("AIRFLOW_CTX_DAG_ID") and not os.environ.get(
-        f"AIRFLOW_CONN_{airflow_connection_id(site).upper()}"
-    ):
-        return None  # not in an Airflow task and no connection in the environment
+    """The password of the site's Airflow Connection: from its ``AIRFLOW_CONN_*``
+    environment variable (JSON or URI, as Airflow accepts them), else, inside an Airflow
+    task, from Airflow's secrets backends."""
+    conn_id = airflow_connection_id(site)
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if raw:
+        return connection_password(raw)
+    if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
+        return None  # not in an Airflow task
     try:
         from airflow.sdk import Connection
 
-        return Connection.get(airflow_connection_id(site)).password or None
-    except Exception:
+        return Connection.get(conn_id).password or None
+    except Exception:  # any failure means "no connection": the caller says so
         return None
+
+
+def connection_password(raw: str) -> str | None:
+    """The password of an Airflow Connection written as JSON or as a URI.
+
+    >>> connection_password('{"conn_type": "generic", "password": "k"}')
+    'k'
+    >>> connection_password("generic://:s%2Fecret@")
+    's/ecret'
+    """
+    import json
+    from urllib.parse import unquote, urlsplit
+
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text).get("password")
+        except (ValueError, AttributeError):
+            return None
+        return str(value) if value else None
+    password = urlsplit(text).password
+    return unquote(password) if password else None
 
 
 def hmac_sql(expr: str, key: bytes) -> str:

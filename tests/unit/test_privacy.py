@@ -89,3 +89,17 @@ def test_a_site_without_a_secret_is_refused_unless_the_demo_key_is_asked_for(
         tiny.run()
     tiny.run(demo_key=True)
     assert tiny.query("select count(*) from cdm_tiny.person") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    "connection",
+    ['{"conn_type": "generic", "password": "from-airflow"}', "generic://:from-airflow@"],
+)
+def test_the_secret_comes_from_an_airflow_connection_when_no_variable_is_set(
+    connection: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv(secret_env_var("tiny"))
+    monkeypatch.setenv("AIRFLOW_CONN_OMOP_ETL_SECRET_TINY", connection)
+    assert site_key("tiny") == b"from-airflow"
+    monkeypatch.setenv(secret_env_var("tiny"), "from-env")  # the variable wins
+    assert site_key("tiny") == b"from-env"
