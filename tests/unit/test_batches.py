@@ -221,3 +221,22 @@ def test_a_fatal_cdm_check_blocks_the_batch_and_the_dashboard_says_why(tiny, mon
     ) == [("Failed", "fatal", 3)]
     index = write_dashboard(tiny.warehouse, tiny.root / "dashboard")
     assert "isForeignKey PERSON.GENDER_CONCEPT_ID failed" in index.read_text(encoding="utf-8")
+
+
+def test_a_site_overrides_a_check_threshold_in_its_spec(tiny):
+    check = (
+        "field_standardconceptrecordcompleteness_condition_occurrence_condition_status_concept_id"
+    )
+    tiny.patient("p1")
+    tiny.diagnosis("p1", "C1", "2020-01-01")
+    tiny.run()
+    spec = tiny.mappings / "sites" / "tiny.yaml"
+    spec.write_text(spec.read_text() + f"check_thresholds: {{{check}: 100}}\n")
+    tiny.run()
+    statuses = tiny.query(
+        "select c.status, c.threshold_value from results.check_results c "
+        "join results.run_log r using (run_id) "
+        f"where c.check_id = '{check}' order by r.finished_at"
+    )
+    # every condition has status concept 0: over DQD's 5% by default, within the site's 100%
+    assert statuses == [("Failed", 5.0), ("Passed", 100.0)]
