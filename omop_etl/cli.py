@@ -206,10 +206,8 @@ def _load_vocabulary(target, folder: Path | None) -> dict[str, int]:
                 supplement=settings.vocabulary_supplement_dir() if demo else None,
                 progress=lambda name, n: update(f"{name} ({n:,} rows)"),
             )
-            maps = sorted(settings.codemaps_dir().glob("**/*.csv"))
-            if maps:
-                update(f"{len(maps)} local code map(s)")
-                vocabulary.load_code_maps(con, maps, settings.VOCAB_SCHEMA)
+            update("local code maps")
+            if vocabulary.load_local_code_maps(con, settings.VOCAB_SCHEMA):
                 counts["source_to_concept_map"] = con.execute(
                     f'select count(*) from "{settings.VOCAB_SCHEMA}".source_to_concept_map'
                 ).fetchall()[0][0]

@@ -180,7 +180,18 @@ def run_site(
         _publish(con, batch, build, cdm)
         con.execute(f"detach {SCRATCH}")
         con.execute("checkpoint")
-        rows = {t: _count(con, cdm, t) for t in schema.cdm_tables()}
+        # the counts the publish transaction recorded for this run (tables not written: 0)
+        key = [batch.run_id]
+        recorded = dict(
+            con.execute(
+                "select cdm_table, rows from results.row_counts where run_id = ?", key
+            ).fetchall()
+        )
+        rows = {t: recorded.get(t, 0) for t in schema.cdm_tables()}
+        coverage = con.execute(
+            "select cdm_table, mapped_rows, rows from results.mapping_coverage where run_id = ?",
+            key,
+        ).fetchall()
         summary = RunSummary(
             site=spec.site,
             batch_id=batch_id,
@@ -190,7 +201,7 @@ def run_site(
             files=files,
             rejects_by_rule=_by_rule(con, stage, "rejects", "count(*)", batch_id),
             flags_by_rule=_by_rule(con, stage, "flags", "sum(rows)", batch_id),
-            mapping=mapping_coverage(con, cdm),
+            mapping={t: (m, n) for t, m, n in coverage},
             checks=dict(Counter(c.status for c in batch.checks)),
             contracts=(sum(c.success for c in batch.contracts), len(batch.contracts)),
             run_id=batch.run_id,
@@ -232,16 +243,6 @@ MAPPED_FIELDS = {
     "observation": "observation_concept_id",
     "device_exposure": "device_concept_id",
 }
-
-
-def mapping_coverage(con: duckdb.DuckDBPyConnection, cdm: str) -> dict[str, tuple[int, int]]:
-    """Per clinical CDM table: (rows with a standard concept, rows)."""
-    parts = [
-        f"select {literal(table)}, count(*) filter (where {field} <> 0), count(*) "
-        f"from {quote_ident(cdm)}.{quote_ident(table)}"
-        for table, field in MAPPED_FIELDS.items()
-    ]
-    return {t: (m, n) for t, m, n in con.execute(" union all ".join(parts)).fetchall()}
 
 
 def _over_reject_threshold(
@@ -584,11 +585,6 @@ def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     ]
     if flags:
         con.executemany(f"insert into {stage}.flags values (?, ?, ?, ?, ?)", flags)
-
-
-def _count(con: duckdb.DuckDBPyConnection, schema_name: str, table: str) -> int:
-    sql = f"select count(*) from {quote_ident(schema_name)}.{quote_ident(table)}"
-    return con.execute(sql).fetchall()[0][0]
 
 
 def batch_folders(input_dir: Path) -> list[Path]:

@@ -14,6 +14,8 @@ pseudonyms protect nothing and it must never see real data.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 from omop_etl.errors import EtlError
@@ -108,8 +110,6 @@ def hmac_sql(expr: str, key: bytes) -> str:
     HMAC(K, m) = H((K' xor opad) || H((K' xor ipad) || m)), K' the key padded to the
     64-byte block (hashed first when longer).
     """
-    import hashlib
-
     block = hashlib.sha256(key).digest() if len(key) > 64 else key
     block = block.ljust(64, b"\0")
     ipad = bytes(b ^ 0x36 for b in block).hex()
@@ -120,9 +120,6 @@ def hmac_sql(expr: str, key: bytes) -> str:
 
 def pseudonym(value: str, key: bytes) -> str:
     """The pseudonym of one id, in Python (for tests and support tools)."""
-    import hashlib
-    import hmac
-
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
 
 

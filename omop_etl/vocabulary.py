@@ -749,6 +749,12 @@ def load_demo_vocabulary(con: duckdb.DuckDBPyConnection, schema: str = "vocab") 
     load_vocabulary(
         con, settings.demo_vocabulary_dir(), schema, supplement=settings.vocabulary_supplement_dir()
     )
+    load_local_code_maps(con, schema)
+
+
+def load_local_code_maps(con: duckdb.DuckDBPyConnection, schema: str = "vocab") -> int:
+    """Every code map under mappings/codemaps on top of the vocabulary; returns the files."""
     maps = sorted(settings.codemaps_dir().glob("**/*.csv"))
     if maps:
         load_code_maps(con, maps, schema)
+    return len(maps)

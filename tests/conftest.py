@@ -396,18 +396,29 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TinySite:
     return TinySite(tmp_path, monkeypatch)
 
 
-@pytest.fixture(scope="session")
-def synthea_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Target]:
-    """The bundled Synthea sample through the pipeline, once per session."""
-    from omop_etl.pipeline import run_demo_site
-
-    root = tmp_path_factory.mktemp("synthea")
+def demo_warehouse(root: Path) -> Target:
+    """A fresh warehouse in ``root`` with the demo vocabulary and the code maps."""
     target = Target("duckdb", str(root / "warehouse.duckdb"))
     con = duckdb.connect(target.location)
     try:
         vocabulary.load_demo_vocabulary(con)
     finally:
         con.close()
+    return target
+
+
+@pytest.fixture(scope="session")
+def make_demo_warehouse() -> Callable[[Path], Target]:
+    """``demo_warehouse`` for test modules (they cannot import conftest)."""
+    return demo_warehouse
+
+
+@pytest.fixture(scope="session")
+def synthea_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], Target]:
+    """The bundled Synthea sample through the pipeline, once per session."""
+    from omop_etl.pipeline import run_demo_site
+
+    target = demo_warehouse(tmp_path_factory.mktemp("synthea"))
     summary = run_demo_site(target)
     return target, summary
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from omop_etl import vocabulary
 from omop_etl.codes import NORMAL_FORMS
 from omop_etl.demo.run import demo_sites, run_demo
 from omop_etl.reports import USAGI_COLUMNS
@@ -22,14 +21,9 @@ PATIENTS = 100
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
+def demo(tmp_path_factory: pytest.TempPathFactory, make_demo_warehouse):
     root = tmp_path_factory.mktemp("demo")
-    target = Target("duckdb", str(root / "warehouse.duckdb"))
-    con = duckdb.connect(target.location)
-    try:
-        vocabulary.load_demo_vocabulary(con)
-    finally:
-        con.close()
+    target = make_demo_warehouse(root)
     result = run_demo(target, root / "export", patients=PATIENTS, seed=7)
     return target, result
 
