@@ -8,8 +8,10 @@
     omop-etl dashboard [--warehouse TARGET] [--out DIR]
     omop-etl query SQL [--warehouse TARGET]
     omop-etl demo [--warehouse TARGET]
+    omop-etl dags sync [--check]
 
-TARGET is a DuckDB file (default: $OMOP_ETL_WAREHOUSE, else ./warehouse.duckdb).
+TARGET is a DuckDB file or a postgresql:// URL (default: $OMOP_ETL_WAREHOUSE, else
+./warehouse.duckdb).
 Every failure is one message on stderr and exit status 2; set OMOP_ETL_DEBUG=1
 to see the traceback of an unexpected error.
 """
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args.handler(args)
-    except EtlError as exc:
+    except (EtlError, ConnectionError) as exc:  # bad input; a warehouse out of reach
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
@@ -164,7 +166,98 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--out", type=Path, required=True, help="output folder")
     generate.set_defaults(handler=cmd_demo_generate)
+    _add_dags_parser(sub)
+    _add_warehouse_parser(sub, warehouse_help)
     return parser
+
+
+def _add_warehouse_parser(sub: argparse._SubParsersAction, warehouse_help: str) -> None:
+    actions = sub.add_parser("warehouse", help="shared warehouse commands").add_subparsers(
+        metavar="ACTION"
+    )
+    roles = actions.add_parser(
+        "roles",
+        help="create the PostgreSQL roles and schemas: a loader per site, the analysts "
+        "(run as the warehouse's owner; idempotent)",
+    )
+    roles.add_argument(
+        "--sites", nargs="*", help="sites (default: every spec under mappings/sites/)"
+    )
+    roles.add_argument(
+        "--login",
+        help="also make this login user a member of every site's loader role and the "
+        "vocabulary owner (its password: $OMOP_ETL_LOGIN_PASSWORD)",
+    )
+    roles.add_argument("--warehouse", help=warehouse_help)
+    roles.set_defaults(handler=cmd_warehouse_roles)
+    views = actions.add_parser(
+        "views", help="recreate the consortium views (schema cdm) over the published sites"
+    )
+    views.add_argument("--warehouse", help=warehouse_help)
+    views.set_defaults(handler=cmd_warehouse_views)
+
+
+def cmd_warehouse_roles(args: argparse.Namespace) -> None:
+    from omop_etl import pgwarehouse
+    from omop_etl.spec import available_sites
+    from omop_etl.warehouse import parse_target
+
+    target = parse_target(args.warehouse)
+    if target.kind != "postgresql":
+        raise EtlError("roles are for a PostgreSQL warehouse: give --warehouse postgresql://...")
+    sites = args.sites if args.sites is not None else available_sites()
+    password = os.environ.get("OMOP_ETL_LOGIN_PASSWORD")
+    for line in pgwarehouse.create_roles(target, sites, args.login, password):
+        console.print(line)
+    console.print(
+        "The roles cannot log in: grant them to users, e.g. "
+        f"[cyan]create user alice login password '...' in role {pgwarehouse.ANALYST}[/]"
+    )
+
+
+def cmd_warehouse_views(args: argparse.Namespace) -> None:
+    from omop_etl.pipeline import refresh_views
+    from omop_etl.warehouse import parse_target
+
+    sites = refresh_views(parse_target(args.warehouse))
+    console.print(f"Consortium views in schema cdm over {len(sites)} site(s): {', '.join(sites)}")
+
+
+def _add_dags_parser(sub: argparse._SubParsersAction) -> None:
+    dags = sub.add_parser("dags", help="Airflow DAG commands").add_subparsers(metavar="ACTION")
+    sync = dags.add_parser(
+        "sync",
+        help="write the registry of site DAGs (omop_etl/dag_sites.py) from the site specs",
+    )
+    sync.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that the registry is up to date (exit status 2 when it is not)",
+    )
+    sync.set_defaults(handler=cmd_dags_sync)
+
+
+def cmd_dags_sync(args: argparse.Namespace) -> None:
+    """A site becomes a DAG by its spec: the DAG files read the registry, never the specs."""
+    from omop_etl.orchestration import (
+        REGISTRY_PATH,
+        registry_entries,
+        registry_is_current,
+        write_registry,
+    )
+
+    entries = registry_entries()
+    if args.check:
+        if not registry_is_current(entries):
+            raise EtlError(
+                f"{REGISTRY_PATH} is out of date with the site specs: run omop-etl dags sync"
+            )
+        console.print(f"{REGISTRY_PATH} is up to date ({len(entries)} site DAGs)")
+        return
+    changed = write_registry(entries)
+    console.print(
+        f"{'Wrote' if changed else 'Up to date:'} {REGISTRY_PATH} ({len(entries)} site DAGs)"
+    )
 
 
 @contextmanager
@@ -191,29 +284,10 @@ def cmd_vocab_load(args: argparse.Namespace) -> None:
 
 
 def _load_vocabulary(target, folder: Path | None) -> dict[str, int]:
-    from omop_etl import vocabulary
-    from omop_etl.warehouse import connect
+    from omop_etl.vocabulary import load_into_warehouse
 
-    demo = folder is None
-    folder = folder or settings.demo_vocabulary_dir()
-    con = connect(target)
-    try:
-        with _status(f"Loading vocabulary from {folder}") as update:
-            counts = vocabulary.load_vocabulary(
-                con,
-                folder,
-                settings.VOCAB_SCHEMA,
-                supplement=settings.vocabulary_supplement_dir() if demo else None,
-                progress=lambda name, n: update(f"{name} ({n:,} rows)"),
-            )
-            update("local code maps")
-            if vocabulary.load_local_code_maps(con, settings.VOCAB_SCHEMA):
-                counts["source_to_concept_map"] = con.execute(
-                    f'select count(*) from "{settings.VOCAB_SCHEMA}".source_to_concept_map'
-                ).fetchall()[0][0]
-    finally:
-        con.close()
-    return counts
+    with _status(f"Loading vocabulary from {folder or 'the bundled demo subset'}") as update:
+        return load_into_warehouse(target, folder, progress=update)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -262,12 +336,10 @@ def cmd_spec_check(args: argparse.Namespace) -> None:
 
 def write_dashboard(target, out: Path) -> Path:
     """The QA dashboard of the warehouse's runs, from its results schema only."""
-    from omop_etl.warehouse import connect
+    from omop_etl.warehouse import read_results
     from quality.dashboard import build_dashboard
 
-    if not Path(target.location).exists():
-        raise EtlError(f"warehouse {target} does not exist yet")
-    con = connect(target, read_only=True)
+    con = read_results(target)
     try:
         return build_dashboard(con, out)
     finally:
@@ -285,12 +357,10 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
 
 def cmd_report_unmapped(args: argparse.Namespace) -> None:
     from omop_etl.reports import latest_batch, write_unmapped_report
-    from omop_etl.warehouse import connect, parse_target
+    from omop_etl.warehouse import parse_target, read_results
 
     target = parse_target(args.warehouse)
-    if not Path(target.location).exists():
-        raise EtlError(f"warehouse {target} does not exist yet")
-    con = connect(target, read_only=True)
+    con = read_results(target, site=args.site)
     try:
         batch = args.batch_id or latest_batch(con, args.site)
         codes = write_unmapped_report(con, args.site, batch, args.out)
@@ -309,17 +379,22 @@ def cmd_query(args: argparse.Namespace) -> None:
     from omop_etl.warehouse import connect, parse_target
 
     target = parse_target(args.warehouse)
-    if not Path(target.location).exists():
-        raise EtlError(f"warehouse {target} does not exist yet")
-    con = connect(target, read_only=True)
-    try:
-        cursor = con.execute(args.sql)
-        names = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall()
-    except duckdb.Error as exc:
-        raise EtlError(f"query failed: {exc}") from exc
-    finally:
-        con.close()
+    if target.kind == "postgresql":
+        from omop_etl.pgwarehouse import query
+
+        names, rows = query(target, args.sql)
+    else:
+        if not Path(target.location).exists():
+            raise EtlError(f"warehouse {target} does not exist yet")
+        con = connect(target, read_only=True)
+        try:
+            cursor = con.execute(args.sql)
+            names = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall()
+        except duckdb.Error as exc:
+            raise EtlError(f"query failed: {exc}") from exc
+        finally:
+            con.close()
     table = Table()
     for name in names:
         table.add_column(name)
@@ -345,7 +420,7 @@ def cmd_demo_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from omop_etl.demo.run import DEMO_SEED, run_demo
+    from omop_etl.demo.run import DEMO_SEED, run_demo_through_dags
     from omop_etl.privacy import DEMO_WARNING
     from omop_etl.warehouse import parse_target
 
@@ -360,20 +435,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
     with _status("Demo") as update:
         update(f"writing the synthetic exports to {args.export}")
-        result = run_demo(
-            target, args.export, patients=args.patients, seed=DEMO_SEED, progress=update
+        result = run_demo_through_dags(
+            target,
+            args.export,
+            args.dashboard,
+            patients=args.patients,
+            seed=DEMO_SEED,
+            progress=update,
         )
     summaries = {"synthea": result.synthea} | {s: runs[-1] for s, runs in result.sites.items()}
     _print_consortium(summaries, result)
-    index = write_dashboard(target, args.dashboard)
+    index = args.dashboard / "index.html"  # written by the consortium DAG
     site_list = ", ".join(f"cdm_{s}" for s in summaries)
+    where = Path(target.location).resolve() if target.kind == "duckdb" else target
     console.print(
         f"\n[bold]Built:[/] OMOP CDM v5.4 of six sites (five SYNTHETIC hospitals from "
-        f"[cyan]{args.export}[/], two monthly batches each, and the Synthea sample) in "
-        f"[cyan]{Path(str(target)).resolve()}[/]:\n"
-        f"  schemas {site_list}; vocabulary in [cyan]vocab[/]; run log in "
-        "[cyan]results.run_log[/]; rejects, flags, reconciliation and unmapped codes in "
-        "[cyan]stage_<site>[/].\n"
+        f"[cyan]{args.export}[/], two monthly batches each, and the Synthea sample), every "
+        "batch run by its site's Airflow DAG (omop_site_<site>, in-process dag.test()) and "
+        f"then the omop_consortium DAG, in [cyan]{where}[/]:\n"
+        f"  schemas {site_list}; all sites together in the views of [cyan]cdm[/]; "
+        "vocabulary in [cyan]vocab[/]; run log in [cyan]results.run_log[/]; rejects, "
+        "flags, reconciliation and unmapped codes in [cyan]stage_<site>[/].\n"
         f"  Unmapped-code reports (Usagi import files): [cyan]{args.export / 'reports'}[/]\n"
         f"  Planted defects (ground truth): [cyan]{args.export / 'manifest.json'}[/]\n"
         f"  QA dashboard (offline HTML): [cyan]{index.resolve()}[/]\n"

@@ -1,20 +1,30 @@
-"""One site, one batch, end to end: export folder -> staging -> CDM tables.
+"""One site, one batch, end to end: export folder -> staging -> CDM tables -> warehouse.
 
-The CDM of a site is replaced in one transaction: readers see the old CDM or
-the new one, never a half-built one.
+A run is a sequence of stages on a *scratch* database (DuckDB): ``prepare`` (the
+site's lasting state read from the warehouse), ``extract``, ``contracts``,
+``transform``, ``check`` and ``deliver`` (publish, or store why the batch was
+blocked). The command line runs them in one process with the scratch in memory;
+Airflow runs each as a task, with the scratch a file in the run's work folder and
+the batch's state in ``run.json`` beside it.
+
+Only ``deliver`` writes to the warehouse, in one transaction: readers see the old
+CDM of the site or the new one, never a half-built one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import re
+import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -36,11 +46,38 @@ from omop_etl.privacy import site_key
 from omop_etl.spec import SiteSpec, load_spec
 from omop_etl.sql import Ident, literal, quote_ident
 from omop_etl.staging import TARGETS, staging_ddl
-from omop_etl.warehouse import Target, connect
+from omop_etl.warehouse import Target, connect, connect_engine
+from quality import results
 from quality.checks import CheckResult, catalogue, cdm_source_metadata, dqd_json, run_checks
-from quality.contracts import ContractResult, run_contracts
-from quality.results import create_results_schema
+from quality.contracts import ContractResult, Expectation, run_contracts
 from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
+
+Progress = Callable[[str], None]
+SCRATCH = "omop_scratch"  # the database a run builds in: in memory, or the run's file
+VOCAB_COPY = "omop_vocab"  # a read-only copy of the warehouse's vocabulary (see vocab_copy)
+KEPT = "kept"  # scratch schema: the site's lasting state (key map, kept staging)
+OUTBOX = "outbox"  # scratch schema: the run's records, as delivery writes them
+SCRATCH_FILE = "scratch.duckdb"
+STATE_FILE = "run.json"
+
+# outbox tables that replace the batch's rows in stage_<site> (the rest go to results)
+STAGE_RECORDS = {
+    "rejects": STORED_REJECTS_DDL,
+    "reconciliation": RECONCILIATION_DDL,
+    "flags": FLAGS_DDL,
+    "unmapped_codes": """
+        create table if not exists {schema}.unmapped_codes (
+            batch_id varchar, source_vocabulary_id varchar, source_code varchar,
+            source_name varchar, frequency bigint, domain_id varchar
+        )""",
+}
+KEY_MAP_DDL = (
+    "create table if not exists {schema}.key_map (tbl varchar, source_key uhugeint, id integer)"
+)
+
+
+class BatchBlocked(EtlError):
+    """The batch broke a quality gate: nothing is published, the reasons are stored."""
 
 
 @dataclass
@@ -68,13 +105,134 @@ class RunSummary:
         return sum(f.rows_read for f in self.files)
 
 
-Progress = Callable[[str], None]
-SCRATCH = "omop_scratch"  # the in-memory database a run builds in
+@dataclass
+class Batch:
+    """A batch on its way to the warehouse: where it comes from, what each stage found.
+
+    ``folder`` is the run's work folder (scratch file and ``run.json``), or None when
+    the scratch lives in memory for a run in one process.
+    """
+
+    site: str
+    batch_id: str
+    input_dir: str
+    target: str  # the warehouse, as shown (a URL's password left out)
+    run_id: str
+    started_at: datetime
+    incremental: bool  # its staging is kept, for the site's later batches
+    demo_key: bool = False
+    batch_date: date | None = None
+    folder: str | None = None
+    vocab_copy: str | None = None  # file of the vocabulary copy (None: the warehouse's own)
+    files: list[FileResult] = field(default_factory=list)
+    contracts: list[ContractResult] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    dqd: dict | None = None  # the checks as DataQualityDashboard's results JSON
+    source_release: date | None = None
+    truncated: dict[str, int] = field(default_factory=dict)  # CDM text cut to its field
+    done: list[str] = field(default_factory=list)  # stages finished, in order
+
+    @property
+    def stage(self) -> str:
+        return settings.stage_schema(self.site)
+
+    @property
+    def cdm(self) -> str:
+        return settings.cdm_schema(self.site)
+
+    @property
+    def work(self) -> Ident:
+        return Ident(SCRATCH, self.stage)
+
+    @property
+    def kept(self) -> Ident:
+        return Ident(SCRATCH, KEPT)
+
+    @property
+    def build(self) -> Ident:
+        return Ident(SCRATCH, self.cdm)
+
+    @property
+    def outbox(self) -> Ident:
+        return Ident(SCRATCH, OUTBOX)
+
+    def save(self) -> None:
+        """Write the batch's state beside its scratch (file-backed runs only)."""
+        if self.folder is None:
+            return
+        path = Path(self.folder) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self), default=_json_value), "utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Batch:
+        path = Path(folder) / STATE_FILE
+        if not path.is_file():
+            raise EtlError(f"no run in {folder}: start the run first (its {STATE_FILE} is missing)")
+        raw = json.loads(path.read_text("utf-8"))
+        raw["started_at"] = datetime.fromisoformat(raw["started_at"])
+        for key in ("batch_date", "source_release"):
+            raw[key] = date.fromisoformat(raw[key]) if raw[key] else None
+        raw["files"] = [FileResult(**f) for f in raw["files"]]
+        raw["contracts"] = [
+            ContractResult(**{**c, "expectation": Expectation(**c["expectation"])})
+            for c in raw["contracts"]
+        ]
+        raw["checks"] = [CheckResult(**c) for c in raw["checks"]]
+        return cls(**raw)
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in {STATE_FILE}")
 
 
 def default_batch_id(input_dir: Path) -> str:
     """The export folder's name, made safe: a batch is one dated export folder."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", input_dir.resolve().name) or "batch"
+    name = Path(os.path.abspath(input_dir)).name  # a link keeps its own name
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "batch"
+
+
+def new_batch(
+    site: str,
+    input_dir: Path,
+    target: Target,
+    *,
+    batch_id: str | None = None,
+    batch_date: date | None = None,
+    demo_key: bool = False,
+    folder: Path | None = None,
+) -> Batch:
+    """A batch about to run: its spec and secret are checked before any work is done.
+
+    With ``folder``, the run works in that folder (made empty first: a run always
+    starts over) and its state is saved there after every stage.
+    """
+    spec = load_spec(site)
+    if not input_dir.is_dir():
+        raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
+    site_key(spec.site, demo=demo_key)  # no secret, no run
+    started_at = datetime.now()
+    batch_id = batch_id or default_batch_id(input_dir)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    batch = Batch(
+        site=spec.site,
+        batch_id=batch_id,
+        input_dir=str(input_dir.resolve()),
+        target=str(target),  # for display: a URL without its password
+        run_id=f"{spec.site}:{batch_id}:{started_at:%Y%m%dT%H%M%S.%f}",
+        started_at=started_at,
+        incremental=spec.batches == "incremental",
+        demo_key=demo_key,
+        batch_date=batch_date,
+        folder=str(folder) if folder is not None else None,
+    )
+    batch.save()
+    return batch
 
 
 def run_site(
@@ -87,133 +245,432 @@ def run_site(
     demo_key: bool = False,
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Extract, map and publish one site's export batch into the warehouse.
+    """Extract, map and publish one site's export batch into the warehouse, in one process.
 
-    A batch whose rejects exceed the spec's ``max_reject_rate`` is not published: its
-    rejects and reconciliation are stored, the run log says why, and EtlError is raised.
+    A batch that breaks a quality gate (too many rejects, a failed contract, a failed
+    fatal CDM check) is not published: its rejects and results are stored, the run
+    log says why, and BatchBlocked is raised.
     """
     started = time.perf_counter()
-    started_at = datetime.now()
-    spec = load_spec(site)
-    if not input_dir.is_dir():
-        raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
-    batch_id = batch_id or default_batch_id(input_dir)
-    key = site_key(spec.site, demo=demo_key)
+    batch = new_batch(
+        site, input_dir, target, batch_id=batch_id, batch_date=batch_date, demo_key=demo_key
+    )
     # Great Expectations takes seconds to import: import it while the files are read
     threading.Thread(target=_import_contract_engine, daemon=True).start()
-    con = connect(target)
+    con = _memory_engine(batch, target)
     try:
-        _require_vocabulary(con)
-        stage = settings.stage_schema(spec.site)
-        cdm = settings.cdm_schema(spec.site)
-        # Staging, work tables and the new CDM are built in memory beside the published
-        # CDM (DuckDB spills to its temp folder beyond the memory limit), then published.
-        con.execute(f"create schema if not exists {quote_ident(stage)}")  # the key map's home
-        catalog = con.execute("select current_database()").fetchall()[0][0]
-        con.execute(f"attach ':memory:' as {SCRATCH}")
-        # no automatic checkpoints mid-run (they stall statements, in memory too);
-        # one explicit checkpoint after publishing
-        con.execute("set checkpoint_threshold = '1TB'")
-        work = Ident(SCRATCH, stage)
-        build = Ident(SCRATCH, cdm)
-        con.execute(f"create schema {build.sql}")
-
-        def file_progress(name: str, path: Path) -> None:
-            if progress:
-                progress(f"extract {name}: {path.name}")
-
-        earlier = Ident(catalog, stage) if spec.batches == "incremental" else None
-        files = extract_site(
-            con, spec, input_dir, work, batch_id, key=key, earlier=earlier, progress=file_progress
-        )
-        batch = Batch(
-            spec.site,
-            batch_id,
-            files,
-            work,
-            stage,
-            spec.batches == "incremental",
-            run_id=f"{spec.site}:{batch_id}:{started_at:%Y%m%dT%H%M%S.%f}",
-            started_at=started_at,
-        )
-        blocked = _over_reject_threshold(spec, batch, con)
-        if not blocked:
-            if progress:
-                progress("contracts (Great Expectations)")
-            batch.contracts = run_contracts(con, spec, work.sql, batch_id, started_at.date())
-            blocked = _failed_contracts(spec, batch)
-        if blocked:
-            _store_blocked(con, batch, blocked)
-            raise EtlError(blocked)
-        source_release = _source_release_date(con, work)
-        params = {
-            # views built in the scratch database resolve names there: qualify
-            "stage": Ident(catalog, stage),
-            "work": work,
-            "cdm": build,
-            "vocab": Ident(catalog, settings.VOCAB_SCHEMA),
-            "id_base": spec.id_base,
-            "site": spec.site,
-            "site_description": spec.description,
-            "batch_id": batch_id,
-            "batch_date": (batch_date or source_release).isoformat(),
-            "source_release_date": source_release.isoformat(),
-            "unit_vocabulary": spec.unit_vocabulary,
-            "spec_sha256": _spec_digest(spec),
-            "etl_version": __version__,
-        }
-
-        def step_progress(step: Step) -> None:
-            if progress:
-                progress(f"{step.kind} {step.name}")
-
-        run_transforms(con, params, progress=step_progress)
-        if progress:
-            progress("checks (DQD catalogue)")
-        _run_cdm_checks(con, spec, batch, build, Ident(catalog, settings.VOCAB_SCHEMA), cdm)
-        blocked = _failed_fatal_checks(spec, batch)
-        if blocked:
-            _store_blocked(con, batch, blocked)
-            raise EtlError(blocked)
+        try:
+            prepare(con, batch, target)
+            for stage in (extract, contracts, transform, check):
+                stage(con, batch, progress)
+        except BatchBlocked as exc:
+            deliver(batch, target, con, blocked=str(exc))
+            raise
         if progress:
             progress("publish")
-        _publish(con, batch, build, cdm)
-        con.execute(f"detach {SCRATCH}")
-        con.execute("checkpoint")
-        # the counts the publish transaction recorded for this run (tables not written: 0)
-        key = [batch.run_id]
-        recorded = dict(
-            con.execute(
-                "select cdm_table, rows from results.row_counts where run_id = ?", key
-            ).fetchall()
-        )
-        rows = {t: recorded.get(t, 0) for t in schema.cdm_tables()}
-        coverage = con.execute(
-            "select cdm_table, mapped_rows, rows from results.mapping_coverage where run_id = ?",
-            key,
-        ).fetchall()
-        summary = RunSummary(
-            site=spec.site,
-            batch_id=batch_id,
-            warehouse=str(target),
-            cdm_schema=cdm,
-            rows=rows,
-            files=files,
-            rejects_by_rule=_by_rule(con, stage, "rejects", "count(*)", batch_id),
-            flags_by_rule=_by_rule(con, stage, "flags", "sum(rows)", batch_id),
-            mapping={t: (m, n) for t, m, n in coverage},
-            checks=dict(Counter(c.status for c in batch.checks)),
-            contracts=(sum(c.success for c in batch.contracts), len(batch.contracts)),
-            run_id=batch.run_id,
-            unmapped_codes=con.execute(
-                f"select count(*) from {quote_ident(stage)}.unmapped_codes where batch_id = ?",
-                [batch_id],
-            ).fetchall()[0][0],
-        )
+        deliver(batch, target, con)
+        summary = summarize(con, batch)
     finally:
         con.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _memory_engine(batch: Batch, target: Target) -> duckdb.DuckDBPyConnection:
+    """The engine of a one-process run: the scratch in memory (spilling to DuckDB's temp
+    folder beyond the memory limit). On a DuckDB warehouse the connection is the
+    warehouse itself, so its vocabulary is read in place."""
+    if target.kind == "duckdb":
+        con = connect(target)
+        _require_vocabulary(con)
+    else:
+        con = connect_engine()
+        _attach_vocab_copy(con, batch, target)
+    con.execute(f"attach ':memory:' as {SCRATCH}")
+    # no automatic checkpoints mid-run (they stall statements); one after publishing
+    con.execute("set checkpoint_threshold = '1TB'")
+    return con
+
+
+@contextlib.contextmanager
+def engine(batch: Batch) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The engine of one stage of a file-backed run: its scratch file and vocabulary copy."""
+    if batch.folder is None:
+        raise EtlError(f"run {batch.run_id} has no work folder")
+    con = connect_engine()
+    try:
+        scratch = Path(batch.folder) / SCRATCH_FILE
+        con.execute(f"attach {literal(str(scratch))} as {SCRATCH}")
+        if batch.vocab_copy:
+            con.execute(f"attach {literal(batch.vocab_copy)} as {VOCAB_COPY} (read_only)")
+        yield con
+    finally:
+        con.close()
+
+
+def _vocab(con: duckdb.DuckDBPyConnection, batch: Batch) -> Ident:
+    if batch.vocab_copy:
+        return Ident(VOCAB_COPY, settings.VOCAB_SCHEMA)
+    (catalog,) = con.execute("select current_database()").fetchone()
+    return Ident(catalog, settings.VOCAB_SCHEMA)
+
+
+def _attach_vocab_copy(con: duckdb.DuckDBPyConnection, batch: Batch, target: Target) -> None:
+    from omop_etl import vocab_copy
+
+    batch.vocab_copy = str(vocab_copy.ensure(target))
+    con.execute(f"attach {literal(batch.vocab_copy)} as {VOCAB_COPY} (read_only)")
+
+
+# ---------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------
+
+
+def prepare(con: duckdb.DuckDBPyConnection, batch: Batch, target: Target) -> None:
+    """The scratch's schemas, and the site's lasting state copied from the warehouse:
+    its key map (stable ids) and, for incremental sites, the kept staging rows."""
+    if batch.folder is not None and batch.vocab_copy is None:
+        _attach_vocab_copy(con, batch, target)
+    for name in (batch.stage, KEPT, OUTBOX, batch.cdm):
+        con.execute(f"create schema if not exists {Ident(SCRATCH, name).sql}")
+    kept = batch.kept.sql
+    con.execute(KEY_MAP_DDL.format(schema=kept))
+    for table in TARGETS if batch.incremental else ():
+        con.execute(staging_ddl(kept, table))
+    if target.kind == "postgresql":
+        from omop_etl import pgwarehouse
+
+        pgwarehouse.read_lasting_state(con, batch, target)
+    else:
+        _read_lasting_state(con, batch, target)
+    _done(batch, "prepare")
+
+
+def _read_lasting_state(con: duckdb.DuckDBPyConnection, batch: Batch, target: Target) -> None:
+    (catalog,) = con.execute("select current_database()").fetchone()
+    attached = catalog == "memory"  # a file-backed run: the warehouse is opened here
+    if attached:
+        if not Path(target.location).exists():
+            return  # a new warehouse keeps nothing yet
+        catalog = "omop_warehouse"
+        con.execute(f"attach {literal(target.location)} as {catalog} (read_only)")
+    try:
+        have = {
+            name
+            for (name,) in con.execute(
+                "select table_name from duckdb_tables() "
+                "where database_name = ? and schema_name = ?",
+                [catalog, batch.stage],
+            ).fetchall()
+        }
+        for table in ["key_map", *(TARGETS if batch.incremental else ())]:
+            if table in have:
+                name = quote_ident(table)
+                con.execute(
+                    f"insert into {batch.kept.sql}.{name} by name "
+                    f"select * from {Ident(catalog, batch.stage).sql}.{name}"
+                )
+    finally:
+        if attached:
+            con.execute(f"detach {catalog}")
+
+
+def extract(con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | None = None) -> None:
+    """Read and stage the export files; block the batch over the site's reject limit."""
+    spec = load_spec(batch.site)
+
+    def file_progress(name: str, path: Path) -> None:
+        if progress:
+            progress(f"extract {name}: {path.name}")
+
+    batch.files = extract_site(
+        con,
+        spec,
+        Path(batch.input_dir),
+        batch.work,
+        batch.batch_id,
+        key=site_key(spec.site, demo=batch.demo_key),
+        earlier=batch.kept if batch.incremental else None,
+        progress=file_progress,
+    )
+    _done(batch, "extract")
+    blocked = _over_reject_threshold(spec, batch, con)
+    if blocked:
+        raise BatchBlocked(blocked)
+
+
+def contracts(
+    con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | None = None
+) -> None:
+    """The site's Great Expectations contracts on staging; a failed one blocks the batch."""
+    if progress:
+        progress("contracts (Great Expectations)")
+    spec = load_spec(batch.site)
+    batch.contracts = run_contracts(
+        con, spec, batch.work.sql, batch.batch_id, batch.started_at.date()
+    )
+    _done(batch, "contracts")
+    blocked = _failed_contracts(spec, batch)
+    if blocked:
+        raise BatchBlocked(blocked)
+
+
+def transform(
+    con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | None = None
+) -> None:
+    """Build the site's new CDM in the scratch (ids from the kept key map)."""
+    spec = load_spec(batch.site)
+    batch.source_release = _source_release_date(con, batch.work)
+    params = {
+        "stage": batch.kept,
+        "work": batch.work,
+        "cdm": batch.build,
+        "vocab": _vocab(con, batch),
+        "id_base": spec.id_base,
+        "site": spec.site,
+        "site_description": spec.description,
+        "batch_id": batch.batch_id,
+        "batch_date": (batch.batch_date or batch.source_release).isoformat(),
+        "source_release_date": batch.source_release.isoformat(),
+        "unit_vocabulary": spec.unit_vocabulary,
+        "spec_sha256": _spec_digest(spec),
+        "etl_version": __version__,
+    }
+
+    def step_progress(step: Step) -> None:
+        if progress:
+            progress(f"{step.kind} {step.name}")
+
+    run_transforms(con, params, progress=step_progress)
+    batch.truncated = fit_field_lengths(con, batch.build)
+    # tables this site does not fill exist empty, as they will once published
+    (catalog,) = con.execute("select current_database()").fetchone()
+    con.execute(f"use {SCRATCH}")
+    try:
+        schema.create_schema(con, batch.cdm, tables=schema.cdm_tables())
+    finally:
+        con.execute(f"use {quote_ident(catalog)}")
+    _done(batch, "transform")
+
+
+def fit_field_lengths(con: duckdb.DuckDBPyConnection, build: Ident) -> dict[str, int]:
+    """Text longer than its CDM field (``varchar(n)``) is cut to fit, and counted.
+
+    PostgreSQL refuses such a value, DuckDB would keep it: cutting it in the build
+    makes both warehouses hold the same CDM. Synthea's full state names in
+    ``location.state`` (varchar(2)) are the usual case. Returns rows cut per
+    ``table.field``; the run records them as flags (``truncated:<table>.<field>``).
+    """
+    cut: dict[str, int] = {}
+    spec = schema.load_spec()
+    for table in CDM_TABLES_WRITTEN:
+        limits = {
+            f.name: int(m.group(1))
+            for f in spec[table].fields
+            if (m := re.fullmatch(r"varchar\((\d+)\)", f.datatype.strip().lower()))
+        }
+        if not limits:
+            continue
+        name = f"{build.sql}.{quote_ident(table)}"
+        counts = con.execute(
+            "select "
+            + ", ".join(
+                f"count(*) filter (where length({quote_ident(c)}) > {n})" for c, n in limits.items()
+            )
+            + f" from {name}"
+        ).fetchone()
+        for (column, n), rows in zip(limits.items(), counts, strict=True):
+            if rows:
+                col = quote_ident(column)
+                con.execute(f"update {name} set {col} = left({col}, {n}) where length({col}) > {n}")
+                cut[f"{table}.{column}"] = rows
+    return cut
+
+
+def check(con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | None = None) -> None:
+    """The DQD catalogue on the built CDM, before it is published; a failed or erring
+    fatal check blocks the batch."""
+    if progress:
+        progress("checks (DQD catalogue)")
+    spec = load_spec(batch.site)
+    started = datetime.now()
+    batch.checks = run_checks(
+        con,
+        batch.build.sql,
+        _vocab(con, batch).sql,
+        catalogue(spec.check_thresholds),
+        workers=settings.workers(),
+    )
+    metadata = cdm_source_metadata(con, batch.build.sql)
+    batch.dqd = dqd_json(batch.checks, metadata, started_at=started, ended_at=datetime.now())
+    _done(batch, "check")
+    blocked = _failed_fatal_checks(spec, batch)
+    if blocked:
+        raise BatchBlocked(blocked)
+
+
+def _done(batch: Batch, stage: str) -> None:
+    batch.done.append(stage)
+    batch.save()
+
+
+def deliver(
+    batch: Batch,
+    target: Target,
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    blocked: str | None = None,
+) -> None:
+    """Publish the batch, or store why it was blocked, in one warehouse transaction.
+
+    ``con`` is the engine of a one-process run; without it (a file-backed run) the
+    scratch file is opened here.
+    """
+    expected = ["prepare", "extract", "contracts", "transform", "check"]
+    if blocked is None and batch.done[: len(expected)] != expected:
+        raise EtlError(
+            f"run {batch.run_id}: cannot publish before every stage has run "
+            f"(done: {', '.join(batch.done) or 'none'})"
+        )
+    status = "blocked" if blocked else "published"
+    if con is not None:
+        _fill_outbox(con, batch, status, blocked)
+        _deliver_to(con, batch, target, publish=blocked is None)
+    elif target.kind == "postgresql":
+        with engine(batch) as scratch:
+            _fill_outbox(scratch, batch, status, blocked)
+            _deliver_to(scratch, batch, target, publish=blocked is None)
+    else:
+        wcon = connect(target)
+        try:
+            wcon.execute(f"attach {literal(str(Path(batch.folder) / SCRATCH_FILE))} as {SCRATCH}")
+            _fill_outbox(wcon, batch, status, blocked)
+            _deliver_to(wcon, batch, target, publish=blocked is None)
+        finally:
+            wcon.close()
+    _done(batch, status)
+
+
+def _deliver_to(
+    con: duckdb.DuckDBPyConnection, batch: Batch, target: Target, *, publish: bool
+) -> None:
+    if target.kind == "postgresql":
+        from omop_etl import pgwarehouse
+
+        pgwarehouse.deliver(con, batch, target, publish=publish)
+        return
+    _deliver_duckdb(con, batch, publish=publish)
+    con.execute("checkpoint")
+
+
+def summarize(con: duckdb.DuckDBPyConnection, batch: Batch) -> RunSummary:
+    """The run's summary, from the records it delivered (the outbox in its scratch)."""
+    out = batch.outbox.sql
+    key = [batch.run_id]
+    recorded = dict(
+        con.execute(
+            f"select cdm_table, rows from {out}.row_counts where run_id = ?", key
+        ).fetchall()
+    )
+    coverage = con.execute(
+        f"select cdm_table, mapped_rows, rows from {out}.mapping_coverage where run_id = ?", key
+    ).fetchall()
+
+    def by_rule(kind: str) -> dict[str, int]:
+        rows = con.execute(
+            f"select rule, sum(rows)::bigint from {out}.reject_counts where kind = ? "
+            "group by rule order by 2 desc, rule",
+            [kind],
+        ).fetchall()
+        return {rule: n for rule, n in rows}
+
+    (unmapped,) = con.execute(f"select count(*) from {out}.unmapped_codes").fetchone()
+    return RunSummary(
+        site=batch.site,
+        batch_id=batch.batch_id,
+        warehouse=batch.target,
+        cdm_schema=batch.cdm,
+        rows={t: recorded.get(t, 0) for t in schema.cdm_tables()},
+        files=batch.files,
+        rejects_by_rule=by_rule("reject"),
+        flags_by_rule=by_rule("flag"),
+        mapping={t: (m, n) for t, m, n in coverage},
+        checks=dict(Counter(c.status for c in batch.checks)),
+        contracts=(sum(c.success for c in batch.contracts), len(batch.contracts)),
+        run_id=batch.run_id,
+        unmapped_codes=unmapped,
+    )
+
+
+def recorded_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSummary:
+    """The summary of an earlier run, from what it recorded in a DuckDB warehouse (its
+    run log entry and results; the reconciliation and unmapped codes its batch keeps)."""
+    found = con.execute(
+        "select site, batch_id, status, epoch(finished_at - started_at) from results.run_log "
+        "where run_id = ?",
+        [run_id],
+    ).fetchall()
+    if not found:
+        raise EtlError(f"no run {run_id} in the warehouse's run log")
+    site, batch_id, status, seconds = found[0]
+    stage = quote_ident(settings.stage_schema(site))
+    key = [run_id]
+    files = [
+        FileResult(*row)
+        for row in con.execute(
+            f"select source_file, file_path, target, rows_read, rows_loaded, rows_rejected, "
+            f"rows_filtered, note from {stage}.reconciliation where batch_id = ? order by all",
+            [batch_id],
+        ).fetchall()
+    ]
+
+    def by(table: str, kind: str) -> dict[str, int]:
+        rows = con.execute(
+            f"select rule, sum(rows)::bigint from results.{table} where run_id = ? and kind = ? "
+            "group by rule order by 2 desc, rule",
+            [run_id, kind],
+        ).fetchall()
+        return dict(rows)
+
+    recorded = dict(
+        con.execute(
+            "select cdm_table, rows from results.row_counts where run_id = ?", key
+        ).fetchall()
+    )
+    checks = dict(
+        con.execute(
+            "select status, count(*) from results.check_results where run_id = ? group by 1", key
+        ).fetchall()
+    )
+    (passed, run) = con.execute(
+        "select count(*) filter (where success), count(*) from results.contract_results "
+        "where run_id = ?",
+        key,
+    ).fetchone()
+    (unmapped,) = con.execute(
+        f"select count(*) from {stage}.unmapped_codes where batch_id = ?", [batch_id]
+    ).fetchone()
+    coverage = con.execute(
+        "select cdm_table, mapped_rows, rows from results.mapping_coverage where run_id = ?", key
+    ).fetchall()
+    return RunSummary(
+        site=site,
+        batch_id=batch_id,
+        warehouse=con.execute("select current_database()").fetchone()[0],
+        cdm_schema=settings.cdm_schema(site),
+        rows={t: recorded.get(t, 0) for t in schema.cdm_tables()},
+        files=files,
+        rejects_by_rule=by("reject_counts", "reject"),
+        flags_by_rule=by("reject_counts", "flag"),
+        mapping={t: (m, n) for t, m, n in coverage},
+        unmapped_codes=unmapped,
+        checks=checks,
+        contracts=(passed, run),
+        run_id=run_id,
+        status=status,
+        seconds=float(seconds or 0.0),
+    )
 
 
 def _import_contract_engine() -> None:
@@ -221,18 +678,11 @@ def _import_contract_engine() -> None:
         importlib.import_module("great_expectations")
 
 
-def _by_rule(
-    con: duckdb.DuckDBPyConnection, stage: str, table: str, measure: str, batch_id: str
-) -> dict[str, int]:
-    return {
-        rule: int(n)
-        for rule, n in con.execute(
-            f"select rule, {measure} from {quote_ident(stage)}.{table} where batch_id = ? "
-            f"group by rule order by {measure} desc, rule",
-            [batch_id],
-        ).fetchall()
-    }
+# ---------------------------------------------------------------------------
+# the run's records (outbox) and their delivery to a DuckDB warehouse
+# ---------------------------------------------------------------------------
 
+UNMAPPED_TOP = 50  # unmapped codes per run kept in results (the full list: stage_<site>)
 
 # CDM tables and the concept field whose 0 means "source code not mapped"
 MAPPED_FIELDS = {
@@ -243,6 +693,262 @@ MAPPED_FIELDS = {
     "observation": "observation_concept_id",
     "device_exposure": "device_concept_id",
 }
+
+
+def outbox_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The record tables the run filled, in delivery order (stage records first)."""
+    have = {
+        name
+        for (name,) in con.execute(
+            "select table_name from duckdb_tables() where database_name = ? and schema_name = ?",
+            [SCRATCH, OUTBOX],
+        ).fetchall()
+    }
+    return [t for t in [*STAGE_RECORDS, *results.TABLES] if t in have]
+
+
+def _fill_outbox(
+    con: duckdb.DuckDBPyConnection, batch: Batch, status: str, message: str | None
+) -> None:
+    """Everything delivery writes besides the CDM, as tables in the scratch: the batch's
+    rejects, reconciliation, flags and unmapped codes (for ``stage_<site>``) and the
+    run's log entry, contract and check results and counts (for ``results``).
+    Counts, rules and codes only, never row contents, in ``results``."""
+    out = batch.outbox.sql
+    con.execute(f"drop schema if exists {out} cascade")  # a delivery retried starts over
+    con.execute(f"create schema {out}")
+    built = status == "published"
+    for table, ddl in STAGE_RECORDS.items():
+        if table != "unmapped_codes" or built:
+            con.execute(ddl.format(schema=out))
+    results.create_tables(con, out)
+    work = batch.work.sql
+    con.execute(f"insert into {out}.rejects select ?, * from {work}.rejects", [batch.site])
+    files = batch.files
+    recon = [(batch.batch_id, f.source_file, f.path, f.target, *_counts(f), f.note) for f in files]
+    if recon:
+        con.executemany(
+            f"insert into {out}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)", recon
+        )
+    flags = [
+        (batch.batch_id, f.source_file, f.path, rule, n)
+        for f in files
+        for rule, n in sorted(f.flags.items())
+    ]
+    if flags:
+        con.executemany(f"insert into {out}.flags values (?, ?, ?, ?, ?)", flags)
+    con.execute(
+        f"insert into {out}.run_log by name select ? as site, ? as batch_id, ? as status, "
+        "now()::timestamp as finished_at, ? as rows_read, ? as rows_loaded, "
+        "? as rows_rejected, ? as rows_filtered, ? as message, ? as run_id, ? as started_at",
+        [
+            batch.site,
+            batch.batch_id,
+            status,
+            sum(f.rows_read for f in files),
+            sum(f.rows_loaded for f in files),
+            sum(f.rows_rejected for f in files),
+            sum(f.rows_filtered for f in files),
+            message,
+            batch.run_id,
+            batch.started_at,
+        ],
+    )
+    _fill_results(con, batch, built)
+
+
+def _counts(f: FileResult) -> tuple[int, int, int, int]:
+    return f.rows_read, f.rows_loaded, f.rows_rejected, f.rows_filtered
+
+
+def _fill_results(con: duckdb.DuckDBPyConnection, batch: Batch, built: bool) -> None:
+    out = batch.outbox.sql
+    key = [batch.run_id, batch.site, batch.batch_id]
+    for c in batch.contracts:
+        con.execute(
+            f"insert into {out}.contract_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                *key,
+                c.suite,
+                c.expectation.type,
+                c.expectation.column,
+                c.success,
+                c.element_count,
+                c.unexpected_count,
+                c.unexpected_percent,
+                c.details,
+            ],
+        )
+    if batch.checks:
+        records = [
+            {"run_id": batch.run_id, "site": batch.site, "batch_id": batch.batch_id, **c.record()}
+            for c in batch.checks
+        ]
+        checks = pa.Table.from_pylist(records)  # noqa: F841 - read by the insert below
+        con.execute(f"insert into {out}.check_results by name select * from checks")
+    if batch.dqd is not None:
+        con.execute(
+            f"insert into {out}.dqd_json values (?, ?, ?, ?)", [*key, json.dumps(batch.dqd)]
+        )
+    con.execute(
+        f"insert into {out}.reject_counts select ?, ?, ?, source_file, 'reject', rule, "
+        f"count(*) from {batch.work.sql}.rejects group by source_file, rule",
+        key,
+    )
+    flags = [
+        (*key, f.source_file, "flag", rule, n) for f in batch.files for rule, n in f.flags.items()
+    ]
+    flags += [
+        (*key, "(cdm)", "flag", f"truncated:{name}", n) for name, n in batch.truncated.items()
+    ]
+    if flags:
+        con.executemany(f"insert into {out}.reject_counts values (?, ?, ?, ?, ?, ?, ?)", flags)
+    if not built:
+        return
+    build = batch.build.sql
+    counts = " union all ".join(
+        f"select {literal(t)}, count(*) from {build}.{quote_ident(t)}" for t in CDM_TABLES_WRITTEN
+    )
+    con.execute(f"insert into {out}.row_counts select ?, ?, ?, * from ({counts})", key)
+    coverage = " union all ".join(
+        f"select {literal(t)}, count(*) filter (where {f} <> 0), count(*) "
+        f"from {build}.{quote_ident(t)}"
+        for t, f in MAPPED_FIELDS.items()
+    )
+    con.execute(f"insert into {out}.mapping_coverage select ?, ?, ?, * from ({coverage})", key)
+    unmapped = f"{batch.work.sql}.work_unmapped_codes"
+    con.execute(f"insert into {out}.unmapped_codes select * from {unmapped}")
+    con.execute(
+        f"insert into {out}.unmapped_top select ?, ?, ?, source_vocabulary_id, source_code, "
+        f"source_name, frequency from {unmapped} "
+        f"order by frequency desc, source_vocabulary_id, source_code limit {UNMAPPED_TOP}",
+        key,
+    )
+
+
+def _deliver_duckdb(con: duckdb.DuckDBPyConnection, batch: Batch, *, publish: bool) -> None:
+    """Store the run's records and (``publish``) swap the built CDM in for the published
+    one, in one transaction of the warehouse ``con`` (the scratch attached).
+
+    The written tables are dropped and recreated from the CDM DDL (NOT NULL enforced
+    on the way in), filled from the build, and get their primary keys. A reader sees
+    the old CDM or the new one, never a mix; a failure leaves the old one.
+    """
+    stage = quote_ident(batch.stage)
+    out = batch.outbox.sql
+    con.execute("begin transaction")
+    try:
+        con.execute(f"create schema if not exists {stage}")
+        results.create_results_schema(con)
+        for table in outbox_tables(con):
+            if table in STAGE_RECORDS:
+                con.execute(STAGE_RECORDS[table].format(schema=stage))
+                con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
+                dest = f"{stage}.{table}"
+            else:
+                dest = f"{results.SCHEMA}.{table}"
+            con.execute(f"insert into {dest} by name select * from {out}.{table}")
+        if publish:
+            _keep_key_map(con, batch)
+            if batch.incremental:
+                _keep_staging(con, batch)
+            _swap_cdm(con, batch)
+            _create_duckdb_views(con)
+        con.execute("commit")
+    except BaseException as exc:
+        with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back already
+            con.execute("rollback")
+        if isinstance(exc, duckdb.Error):
+            raise EtlError(
+                f"delivering {batch.run_id} failed, the warehouse is unchanged: {exc}"
+            ) from exc
+        raise
+
+
+def _keep_key_map(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """The ids this run gave new keys join the site's key map (old ids never change)."""
+    stage = quote_ident(batch.stage)
+    con.execute(KEY_MAP_DDL.format(schema=stage))
+    con.execute(
+        f"insert into {stage}.key_map select n.* from {batch.kept.sql}.key_map as n "
+        f"anti join {stage}.key_map as k on k.tbl = n.tbl and k.source_key = n.source_key"
+    )
+
+
+def _swap_cdm(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    cdm_sql = quote_ident(batch.cdm)
+    for table in CDM_TABLES_WRITTEN:
+        con.execute(f"drop table if exists {cdm_sql}.{quote_ident(table)}")
+    schema.create_schema(con, batch.cdm, tables=schema.cdm_tables())
+    for table in CDM_TABLES_WRITTEN:
+        name = quote_ident(table)
+        con.execute(f"insert into {cdm_sql}.{name} by name select * from {batch.build.sql}.{name}")
+    schema.apply_constraints(con, batch.cdm, secondary_indexes=False)
+
+
+CONSORTIUM = "cdm"  # the schema of the consortium views
+
+
+def _published_sites(con: duckdb.DuckDBPyConnection) -> list[str]:
+    (catalog,) = con.execute("select current_database()").fetchone()
+    rows = con.execute(
+        "select schema_name from duckdb_tables() where database_name = ? "
+        "and schema_name like 'cdm\\_%' escape '\\' and table_name = 'person' order by 1",
+        [catalog],
+    ).fetchall()
+    return [name[len("cdm_") :] for (name,) in rows]
+
+
+def _create_duckdb_views(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Each CDM table as a view over the published sites' tables, in schema ``cdm``
+    (DuckDB binds views by name: a site's next publish needs no new views)."""
+    sites = _published_sites(con)
+    con.execute(f"create schema if not exists {CONSORTIUM}")
+    for table in schema.cdm_tables() if sites else ():
+        fields = ", ".join(quote_ident(f) for f in schema.load_spec()[table].field_names)
+        union = " union all ".join(
+            f"select {fields} from {quote_ident(settings.cdm_schema(s))}.{quote_ident(table)}"
+            for s in sites
+        )
+        con.execute(f"create or replace view {CONSORTIUM}.{quote_ident(table)} as {union}")
+    return sites
+
+
+def refresh_views(target: Target) -> list[str]:
+    """Recreate the consortium views of the warehouse; the sites they cover."""
+    if target.kind == "postgresql":
+        from omop_etl import pgwarehouse
+
+        return pgwarehouse.refresh_views(target)
+    con = connect(target)
+    try:
+        return _create_duckdb_views(con)
+    finally:
+        con.close()
+
+
+def _keep_staging(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """This batch's kept staging rows replace its earlier ones in the stage schema."""
+    stage = quote_ident(batch.stage)
+    for target in TARGETS:
+        table = quote_ident(target)
+        con.execute(staging_ddl(stage, target))
+        con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
+        con.execute(f"insert into {stage}.{table} by name {kept_staging_sql(batch, target)}")
+
+
+def kept_staging_sql(batch: Batch, target: str) -> str:
+    """The rows of a staging table that a later batch of the site will read again."""
+    return (
+        f"select * from {batch.work.sql}.{quote_ident(target)} "
+        f"where batch_id = {literal(batch.batch_id)} "
+        f"and (reject is null or reject = {literal(SUPERSEDED)})"
+    )
+
+
+# ---------------------------------------------------------------------------
+# quality gates
+# ---------------------------------------------------------------------------
 
 
 def _over_reject_threshold(
@@ -263,6 +969,38 @@ def _over_reject_threshold(
         f"({rejected / read:.1%}), over the site's limit of {spec.max_reject_rate:.1%}; "
         f"nothing was published. Worst rules: {rules}. The rejects are in "
         f"{batch.stage}.rejects"
+    )
+
+
+def _failed_contracts(spec: SiteSpec, batch: Batch) -> str | None:
+    """Why the batch may not be published (failed contract expectations), or None."""
+    failed = [c for c in batch.contracts if not c.success]
+    if not failed:
+        return None
+    listed = "; ".join(
+        f"{c.suite}: {c.expectation.type}({c.expectation.column or ''}) "
+        f"{c.unexpected_count:,} of {c.element_count:,} rows"
+        for c in failed[:5]
+    )
+    return (
+        f"site {spec.site}, batch {batch.batch_id}: {len(failed)} contract expectation(s) "
+        f"failed, nothing was published: {listed}. The results are in results.contract_results"
+    )
+
+
+def _failed_fatal_checks(spec: SiteSpec, batch: Batch) -> str | None:
+    """Why the batch may not be published (a fatal CDM check failed or erred), or None."""
+    fatal = [c for c in batch.checks if c.severity == "fatal" and c.status in ("Failed", "Error")]
+    if not fatal:
+        return None
+    listed = "; ".join(
+        f"{c.check_name} {c.cdm_table_name}.{c.cdm_field_name or ''} "
+        f"{c.status.lower()} ({c.num_violated_rows or 0:,} rows)"
+        for c in fatal[:5]
+    )
+    return (
+        f"site {spec.site}, batch {batch.batch_id}: {len(fatal)} fatal CDM check(s) failed, "
+        f"nothing was published: {listed}. The results are in results.check_results"
     )
 
 
@@ -297,294 +1035,34 @@ def _spec_digest(spec: SiteSpec) -> str:
     return hashlib.sha256(spec.path.read_bytes()).hexdigest()[:16]
 
 
-@dataclass
-class Batch:
-    """A batch on its way to publishing: its files' fates, its scratch and lasting schemas."""
-
-    site: str
-    batch_id: str
-    files: list[FileResult]
-    work: Ident
-    stage: str
-    incremental: bool  # its staging is kept, for the site's later batches
-    run_id: str = ""
-    started_at: datetime | None = None
-    contracts: list[ContractResult] = field(default_factory=list)
-    checks: list[CheckResult] = field(default_factory=list)
-    dqd: dict | None = None  # the checks as DataQualityDashboard's results JSON
+# ---------------------------------------------------------------------------
+# export folders and their batches
+# ---------------------------------------------------------------------------
 
 
-UNMAPPED_TOP = 50  # unmapped codes per run kept in results (the full list: stage_<site>)
+def published_batches(target: Target, site: str) -> set[str]:
+    """The batches of a site that were published (the warehouse's run log says so)."""
+    if target.kind == "postgresql":
+        from omop_etl import pgwarehouse
 
-UNMAPPED_DDL = """
-create table if not exists {schema}.unmapped_codes (
-    batch_id varchar, source_vocabulary_id varchar, source_code varchar,
-    source_name varchar, frequency bigint, domain_id varchar
-)"""
-
-
-def _publish(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident, cdm: str) -> None:
-    """Swap the built CDM in for the published one, in one transaction.
-
-    The written tables are dropped and recreated from the CDM DDL (NOT NULL
-    enforced on the way in), filled from the build, and get their primary keys.
-    The batch's rejects, reconciliation, flags, unmapped codes, run log entry and
-    (incremental sites) staging are stored in the same transaction. A reader sees
-    the old CDM or the new one, never a mix; a failure leaves the old one.
-    """
-    cdm_sql = quote_ident(cdm)
-    build_sql = build.sql
-    con.execute("begin transaction")
-    try:
-        _store_batch_records(con, batch)
-        _log_run(con, batch, "published", None)
-        _record_results(con, batch, build)
-        stage = quote_ident(batch.stage)
-        con.execute(UNMAPPED_DDL.format(schema=stage))
-        con.execute(f"delete from {stage}.unmapped_codes where batch_id = ?", [batch.batch_id])
-        con.execute(
-            f"insert into {stage}.unmapped_codes select * from {batch.work.sql}.work_unmapped_codes"
-        )
-        if batch.incremental:
-            _keep_staging(con, batch)
-        for table in CDM_TABLES_WRITTEN:
-            con.execute(f"drop table if exists {cdm_sql}.{quote_ident(table)}")
-        schema.create_schema(con, cdm, tables=schema.cdm_tables())
-        for table in CDM_TABLES_WRITTEN:
-            name = quote_ident(table)
-            con.execute(f"insert into {cdm_sql}.{name} by name select * from {build_sql}.{name}")
-        schema.apply_constraints(con, cdm, secondary_indexes=False)
-        con.execute("commit")
-    except BaseException as exc:
-        with contextlib.suppress(duckdb.Error):  # a failed commit has rolled back already
-            con.execute("rollback")
-        if isinstance(exc, duckdb.Error):
-            raise EtlError(
-                f"publishing {cdm} failed, the published CDM is unchanged: {exc}"
-            ) from exc
-        raise
-
-
-def _keep_staging(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
-    """This batch's kept staging rows replace its earlier ones in the stage schema."""
-    stage = quote_ident(batch.stage)
-    for target in TARGETS:
-        table = quote_ident(target)
-        con.execute(staging_ddl(stage, target))
-        con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
-        con.execute(
-            f"insert into {stage}.{table} by name select * from {batch.work.sql}.{table} "
-            f"where batch_id = ? and (reject is null or reject = {literal(SUPERSEDED)})",
-            [batch.batch_id],
-        )
-
-
-def _store_blocked(con: duckdb.DuckDBPyConnection, batch: Batch, why: str) -> None:
-    """A blocked batch: its rejects and reconciliation are kept, nothing is published."""
-    con.execute("begin transaction")
-    try:
-        _store_batch_records(con, batch)
-        _log_run(con, batch, "blocked", why)
-        _record_results(con, batch, None)
-        con.execute("commit")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("rollback")
-        raise
-
-
-def _log_run(
-    con: duckdb.DuckDBPyConnection, batch: Batch, status: str, message: str | None
-) -> None:
-    create_results_schema(con)
-    files = batch.files
-    con.execute(
-        "insert into results.run_log by name select ? as site, ? as batch_id, ? as status, "
-        "now()::timestamp as finished_at, ? as rows_read, ? as rows_loaded, "
-        "? as rows_rejected, ? as rows_filtered, ? as message, ? as run_id, ? as started_at",
-        [
-            batch.site,
-            batch.batch_id,
-            status,
-            sum(f.rows_read for f in files),
-            sum(f.rows_loaded for f in files),
-            sum(f.rows_rejected for f in files),
-            sum(f.rows_filtered for f in files),
-            message,
-            batch.run_id,
-            batch.started_at,
-        ],
-    )
-
-
-def _run_cdm_checks(
-    con: duckdb.DuckDBPyConnection,
-    spec: SiteSpec,
-    batch: Batch,
-    build: Ident,
-    vocab: Ident,
-    cdm: str,
-) -> None:
-    """The DQD catalogue on the built CDM, before it is published (tables this site does
-    not fill are created empty first, as publishing will)."""
-    catalog = con.execute("select current_database()").fetchall()[0][0]
-    con.execute(f"use {quote_ident(build.parts[0])}")
-    try:
-        schema.create_schema(con, build.parts[1], tables=schema.cdm_tables())
-    finally:
-        con.execute(f"use {quote_ident(catalog)}")
-    started = datetime.now()
-    batch.checks = run_checks(
-        con, build.sql, vocab.sql, catalogue(spec.check_thresholds), workers=settings.workers()
-    )
-    metadata = cdm_source_metadata(con, build.sql)
-    batch.dqd = dqd_json(batch.checks, metadata, started_at=started, ended_at=datetime.now())
-
-
-def _failed_fatal_checks(spec: SiteSpec, batch: Batch) -> str | None:
-    """Why the batch may not be published (a fatal CDM check failed or erred), or None."""
-    fatal = [c for c in batch.checks if c.severity == "fatal" and c.status in ("Failed", "Error")]
-    if not fatal:
-        return None
-    listed = "; ".join(
-        f"{c.check_name} {c.cdm_table_name}.{c.cdm_field_name or ''} "
-        f"{c.status.lower()} ({c.num_violated_rows or 0:,} rows)"
-        for c in fatal[:5]
-    )
-    return (
-        f"site {spec.site}, batch {batch.batch_id}: {len(fatal)} fatal CDM check(s) failed, "
-        f"nothing was published: {listed}. The results are in results.check_results"
-    )
-
-
-def _failed_contracts(spec: SiteSpec, batch: Batch) -> str | None:
-    """Why the batch may not be published (failed contract expectations), or None."""
-    failed = [c for c in batch.contracts if not c.success]
-    if not failed:
-        return None
-    listed = "; ".join(
-        f"{c.suite}: {c.expectation.type}({c.expectation.column or ''}) "
-        f"{c.unexpected_count:,} of {c.element_count:,} rows"
-        for c in failed[:5]
-    )
-    return (
-        f"site {spec.site}, batch {batch.batch_id}: {len(failed)} contract expectation(s) "
-        f"failed, nothing was published: {listed}. The results are in results.contract_results"
-    )
-
-
-def _record_results(con: duckdb.DuckDBPyConnection, batch: Batch, build: Ident | None) -> None:
-    """What QA staff read about the run, in ``results``: counts and codes, no row contents."""
-    key = [batch.run_id, batch.site, batch.batch_id]
-    for c in batch.contracts:
-        con.execute(
-            "insert into results.contract_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                *key,
-                c.suite,
-                c.expectation.type,
-                c.expectation.column,
-                c.success,
-                c.element_count,
-                c.unexpected_count,
-                c.unexpected_percent,
-                c.details,
-            ],
-        )
-    if batch.checks:
-        records = [
-            {"run_id": batch.run_id, "site": batch.site, "batch_id": batch.batch_id, **c.record()}
-            for c in batch.checks
-        ]
-        checks = pa.Table.from_pylist(records)  # noqa: F841 - read by the insert below
-        con.execute("insert into results.check_results by name select * from checks")
-    if batch.dqd is not None:
-        con.execute(
-            "insert into results.dqd_json values (?, ?, ?, ?)", [*key, json.dumps(batch.dqd)]
-        )
-    con.execute(
-        "insert into results.reject_counts select ?, ?, ?, source_file, 'reject', rule, "
-        f"count(*) from {batch.work.sql}.rejects group by source_file, rule",
-        key,
-    )
-    flags = [
-        (*key, f.source_file, "flag", rule, n) for f in batch.files for rule, n in f.flags.items()
-    ]
-    if flags:
-        con.executemany("insert into results.reject_counts values (?, ?, ?, ?, ?, ?, ?)", flags)
-    if build is None:
-        return
-    counts = " union all ".join(
-        f"select {literal(t)}, count(*) from {build.sql}.{quote_ident(t)}"
-        for t in CDM_TABLES_WRITTEN
-    )
-    con.execute(f"insert into results.row_counts select ?, ?, ?, * from ({counts})", key)
-    coverage = " union all ".join(
-        f"select {literal(t)}, count(*) filter (where {f} <> 0), count(*) "
-        f"from {build.sql}.{quote_ident(t)}"
-        for t, f in MAPPED_FIELDS.items()
-    )
-    con.execute(f"insert into results.mapping_coverage select ?, ?, ?, * from ({coverage})", key)
-    con.execute(
-        "insert into results.unmapped_top select ?, ?, ?, source_vocabulary_id, source_code, "
-        f"source_name, frequency from {batch.work.sql}.work_unmapped_codes "
-        f"order by frequency desc, source_vocabulary_id, source_code limit {UNMAPPED_TOP}",
-        key,
-    )
-
-
-def published_batches(con: duckdb.DuckDBPyConnection, site: str) -> set[str]:
-    """The batches of a site that were published (the run log says so)."""
-    found = con.execute(
-        "select count(*) from duckdb_tables() where schema_name = 'results' "
-        "and table_name = 'run_log'"
-    ).fetchall()[0][0]
-    if not found:
+        return pgwarehouse.published_batches(target, site)
+    if not Path(target.location).exists():
         return set()
-    rows = con.execute(
-        "select distinct batch_id from results.run_log where site = ? and status = 'published'",
-        [site],
-    ).fetchall()
+    con = connect(target, read_only=True)
+    try:
+        found = con.execute(
+            "select count(*) from duckdb_tables() where schema_name = 'results' "
+            "and table_name = 'run_log'"
+        ).fetchall()[0][0]
+        if not found:
+            return set()
+        rows = con.execute(
+            "select distinct batch_id from results.run_log where site = ? and status = 'published'",
+            [site],
+        ).fetchall()
+    finally:
+        con.close()
     return {r[0] for r in rows}
-
-
-def _store_batch_records(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
-    """The batch's rejects, reconciliation and flags, replacing an earlier run's of it."""
-    stage = quote_ident(batch.stage)
-    con.execute(f"create schema if not exists {stage}")
-    con.execute(STORED_REJECTS_DDL.format(schema=stage))
-    con.execute(RECONCILIATION_DDL.format(schema=stage))
-    con.execute(FLAGS_DDL.format(schema=stage))
-    for table in ("rejects", "reconciliation", "flags"):
-        con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
-    con.execute(
-        f"insert into {stage}.rejects select ?, * from {batch.work.sql}.rejects", [batch.site]
-    )
-    rows = [
-        (
-            batch.batch_id,
-            f.source_file,
-            f.path,
-            f.target,
-            f.rows_read,
-            f.rows_loaded,
-            f.rows_rejected,
-            f.rows_filtered,
-            f.note,
-        )
-        for f in batch.files
-    ]
-    if rows:
-        con.executemany(
-            f"insert into {stage}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-        )
-    flags = [
-        (batch.batch_id, f.source_file, f.path, rule, n)
-        for f in batch.files
-        for rule, n in sorted(f.flags.items())
-    ]
-    if flags:
-        con.executemany(f"insert into {stage}.flags values (?, ?, ?, ?, ?)", flags)
 
 
 def batch_folders(input_dir: Path) -> list[Path]:
@@ -620,13 +1098,7 @@ def run_export(
     """
     spec = load_spec(site)
     folders = batch_folders(input_dir)
-    done: set[str] = set()
-    if not rerun and Path(target.location).exists():
-        con = connect(target, read_only=True)
-        try:
-            done = published_batches(con, spec.site)
-        finally:
-            con.close()
+    done = set() if rerun else published_batches(target, spec.site)
     summaries, skipped = [], []
     for folder in folders:
         batch_id = default_batch_id(folder)

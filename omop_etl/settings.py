@@ -49,6 +49,35 @@ def warehouse_target(explicit: str | None = None) -> str:
     return explicit or os.environ.get("OMOP_ETL_WAREHOUSE") or DEFAULT_WAREHOUSE_FILE
 
 
+def work_dir() -> Path | None:
+    """OMOP_ETL_WORK_DIR: runs' scratch files (see omop_etl.warehouse.work_dir)."""
+    value = os.environ.get("OMOP_ETL_WORK_DIR")
+    return Path(value) if value else None
+
+
+def exports_dir() -> Path:
+    """OMOP_ETL_EXPORTS: the folder of the sites' export areas, one folder per site
+    holding its dated batch folders (default ./exports)."""
+    return Path(os.environ.get("OMOP_ETL_EXPORTS", "exports"))
+
+
+def dashboard_dir() -> Path:
+    """OMOP_ETL_DASHBOARD: where the consortium DAG writes the QA dashboard."""
+    return Path(os.environ.get("OMOP_ETL_DASHBOARD", "out/dashboard"))
+
+
+def demo_key() -> bool:
+    """OMOP_ETL_DEMO_KEY=1: sites without a secret use the public demo key. For the
+    synthetic demo only (the demo sets it for its own runs)."""
+    return os.environ.get("OMOP_ETL_DEMO_KEY") == "1"
+
+
+def lock_wait() -> float:
+    """OMOP_ETL_LOCK_WAIT: seconds to wait for a DuckDB warehouse file another process
+    holds (one writer at a time), default 300; then the error is transient."""
+    return float(os.environ.get("OMOP_ETL_LOCK_WAIT", "300"))
+
+
 def duckdb_memory_limit() -> str:
     """Memory cap for the embedded engine (OMOP_ETL_MEMORY_LIMIT, default 2GB)."""
     return os.environ.get("OMOP_ETL_MEMORY_LIMIT", "2GB")

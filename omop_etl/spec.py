@@ -84,8 +84,14 @@ _TOP_KEYS = {
     "contracts",
     "check_thresholds",
     "code_forms",
+    "schedule",
 }
 DEFAULT_MAX_REJECT_RATE = 0.05
+# how often the site's Airflow DAG looks for a new batch: a cron preset or a five-field
+# cron expression; `schedule: null` leaves the DAG to manual runs
+DEFAULT_SCHEDULE = "@daily"
+CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+_CRON = re.compile(r"^[0-9A-Za-z*/,?#-]+( [0-9A-Za-z*/,?#-]+){4}$")
 # a source column name: any text without double quotes or control characters (Korean
 # headers, spaces and brackets included); it is always quoted in SQL
 _IDENT = re.compile(r'^[^"\x00-\x1f]+$')
@@ -144,6 +150,8 @@ class SiteSpec:
     check_thresholds: dict[str, float] = field(default_factory=dict)
     # code system -> regular expression its codes match (contracts on staging)
     code_forms: dict[str, str] = field(default_factory=dict)
+    # the Airflow schedule of the site's DAG (None: manual runs only)
+    schedule: str | None = DEFAULT_SCHEDULE
 
     @property
     def id_base(self) -> int:
@@ -281,6 +289,16 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         except re.error as exc:
             problems.append(f"code_forms.{system}: not a regular expression: {exc}")
 
+    schedule = raw.get("schedule", DEFAULT_SCHEDULE)
+    if schedule is not None and (
+        not isinstance(schedule, str) or not (schedule in CRON_PRESETS or _CRON.match(schedule))
+    ):
+        problems.append(
+            f"schedule: {schedule!r} is not one of {sorted(CRON_PRESETS)}, a five-field cron "
+            "expression (e.g. '0 3 * * *') or null (manual runs only)"
+        )
+        schedule = DEFAULT_SCHEDULE
+
     raw_files = raw.get("files")
     if not isinstance(raw_files, list) or not raw_files:
         problems.append("files: required, a list of the export's files")
@@ -310,6 +328,7 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         contracts=tuple(c for c in contracts if isinstance(c, dict)),
         check_thresholds={str(k): float(v) for k, v in thresholds.items()},
         code_forms={str(k): v for k, v in code_forms.items()},
+        schedule=schedule,
     )
 
 

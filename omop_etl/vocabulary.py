@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -20,6 +21,9 @@ from omop_etl import schema, settings
 from omop_etl.codes import normalized_sql
 from omop_etl.errors import EtlError
 from omop_etl.sql import literal, quote_ident
+
+if TYPE_CHECKING:
+    from omop_etl.warehouse import Target
 
 # A concept row the bundled demo subset carries only as a stand-in for a concept it
 # does not ship: vocabulary 'Unknown' and concept_code 'placeholder-<concept_id>'. A
@@ -758,3 +762,42 @@ def load_local_code_maps(con: duckdb.DuckDBPyConnection, schema: str = "vocab") 
     if maps:
         load_code_maps(con, maps, schema)
     return len(maps)
+
+
+def load_into_warehouse(
+    target: Target, folder: Path | None, progress: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """Load an Athena folder (None: the bundled demo subset and its supplement) and the
+    local code maps into the warehouse's vocabulary; rows per table.
+
+    A PostgreSQL warehouse gets the tables checked and loaded here first (in memory),
+    then copied over in one transaction.
+    """
+    from omop_etl.warehouse import connect, connect_engine
+
+    demo = folder is None
+    folder = folder or settings.demo_vocabulary_dir()
+    con = connect_engine() if target.kind == "postgresql" else connect(target)
+    try:
+        counts = load_vocabulary(
+            con,
+            folder,
+            settings.VOCAB_SCHEMA,
+            supplement=settings.vocabulary_supplement_dir() if demo else None,
+            progress=(lambda name, n: progress(f"{name} ({n:,} rows)")) if progress else None,
+        )
+        if progress:
+            progress("local code maps")
+        load_local_code_maps(con, settings.VOCAB_SCHEMA)
+        counts["source_to_concept_map"] = con.execute(
+            f'select count(*) from "{settings.VOCAB_SCHEMA}".source_to_concept_map'
+        ).fetchall()[0][0]
+        if target.kind == "postgresql":
+            from omop_etl.pgwarehouse import publish_vocabulary
+
+            if progress:
+                progress("copying to the warehouse")
+            publish_vocabulary(con, target)
+    finally:
+        con.close()
+    return counts

@@ -52,6 +52,12 @@ TABLES: dict[str, str] = {
 }
 
 
+def create_tables(con: duckdb.DuckDBPyConnection, schema_sql: str) -> None:
+    """The results tables, empty, in another (existing) schema: a run's outbox."""
+    for table, columns in TABLES.items():
+        con.execute(f"create table {schema_sql}.{table} ({columns})")
+
+
 def create_results_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the results schema and its tables where missing (columns added to old ones)."""
     con.execute(f"create schema if not exists {SCHEMA}")

@@ -358,13 +358,22 @@ class TinySite:
                 writer.writerows(rows)
         return folder
 
+    def use_postgres(self, url: str) -> None:
+        """Put the site's warehouse on a PostgreSQL database instead of a DuckDB file."""
+        self.warehouse = Target("postgresql", url)
+
     def load_vocabulary(self) -> None:
         if self._vocab_loaded:
             return
         folder = write_athena(self.root / "athena")
-        con = duckdb.connect(self.warehouse.location)
+        postgres = self.warehouse.kind == "postgresql"
+        con = duckdb.connect(":memory:" if postgres else self.warehouse.location)
         try:
             vocabulary.load_vocabulary(con, folder, "vocab")
+            if postgres:
+                from omop_etl.pgwarehouse import publish_vocabulary
+
+                publish_vocabulary(con, self.warehouse)
         finally:
             con.close()
         self._vocab_loaded = True
@@ -375,6 +384,10 @@ class TinySite:
         return run_site(site or self.site, folder, self.warehouse, **kwargs)
 
     def query(self, sql: str) -> list[tuple]:
+        if self.warehouse.kind == "postgresql":
+            from omop_etl.pgwarehouse import query
+
+            return [tuple(row) for row in query(self.warehouse, sql)[1]]
         con = duckdb.connect(self.warehouse.location, read_only=True)
         try:
             return con.execute(sql).fetchall()
@@ -443,3 +456,29 @@ def pg_url() -> str:
             pytest.fail(f"CI=true needs a real server: {reason}")
         pytest.skip(reason)
     return url
+
+
+@pytest.fixture
+def new_pg_database(pg_url: str) -> Iterator[Callable[[], str]]:
+    """A function that makes a fresh, empty database on the server: its URL. The
+    databases are dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"omop_test_{uuid.uuid4().hex[:10]}"
+        with admin.cursor() as cur:
+            cur.execute(f'create database "{name}"')
+        made.append(name)
+        return f"{pg_url.rpartition('/')[0]}/{name}"
+
+    yield make
+    with admin.cursor() as cur:
+        for name in made:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+    admin.close()

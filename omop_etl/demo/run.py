@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omop_etl.pipeline import RunSummary, run_demo_site, run_export
 from omop_etl.reports import write_unmapped_report
-from omop_etl.warehouse import Target, connect
+from omop_etl.warehouse import Target, read_results
 
 DEMO_SEED = 42
 DEMO_PATIENTS = 200
@@ -46,6 +46,55 @@ def ensure_export(out: Path, patients: int, seed: int) -> dict:
     return generate(out, patients, seed)
 
 
+def place_synthea_sample(export: Path) -> None:
+    """The bundled Synthea sample as the export area of site ``synthea`` (one batch)."""
+    import shutil
+
+    from omop_etl import settings
+
+    batch = export / "synthea" / "synthea_ma27"
+    if not (batch / "patients.csv").exists():
+        shutil.copytree(
+            settings.mappings_dir() / "samples" / "synthea_ma27", batch, dirs_exist_ok=True
+        )
+
+
+def run_demo_through_dags(
+    target: Target,
+    export: Path,
+    dashboard: Path,
+    *,
+    patients: int = DEMO_PATIENTS,
+    seed: int = DEMO_SEED,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """The demo as production runs it: every batch of the Synthea sample and the five
+    synthetic hospitals through the sites' Airflow DAGs (``dag.test()``, in this
+    process), then the consortium DAG (views, dashboard, summary).
+
+    Airflow must not have been imported in this process yet (see ``dag_runs``).
+    """
+    from omop_etl.demo.dag_runs import run_demo_dags
+    from omop_etl.pipeline import batch_folders, default_batch_id, recorded_summary
+
+    manifest = ensure_export(export, patients, seed)
+    place_synthea_sample(export)
+    sites = ["synthea", *demo_sites()]
+    batches = {s: [default_batch_id(f) for f in batch_folders(export / s)] for s in sites}
+    outcomes = run_demo_dags(target, export, dashboard, batches, progress=progress)
+    runs = {}
+    for site in sites:
+        con = read_results(target, site)
+        try:
+            runs[site] = [recorded_summary(con, o.published["run_id"]) for o in outcomes[site]]
+        finally:
+            con.close()
+    result = DemoResult(export, manifest, runs["synthea"][-1])
+    result.sites = {site: runs[site] for site in demo_sites()}
+    _write_reports(target, result)
+    return result
+
+
 def run_demo(
     target: Target,
     export: Path,
@@ -69,12 +118,17 @@ def run_demo(
             site, export / site, target, rerun=True, demo_key=True, progress=site_progress
         )
         result.sites[site] = summaries
-    con = connect(target, read_only=True)
-    try:
-        for site, summaries in result.sites.items():
-            path = export / "reports" / f"{site}_unmapped_codes.csv"
+    _write_reports(target, result)
+    return result
+
+
+def _write_reports(target: Target, result: DemoResult) -> None:
+    """Each hospital's unmapped codes of its latest batch, as a Usagi import file."""
+    for site, summaries in result.sites.items():
+        con = read_results(target, site)
+        try:
+            path = result.export / "reports" / f"{site}_unmapped_codes.csv"
             write_unmapped_report(con, site, summaries[-1].batch_id, path)
             result.reports[site] = path
-    finally:
-        con.close()
-    return result
+        finally:
+            con.close()

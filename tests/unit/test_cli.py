@@ -44,7 +44,7 @@ def test_errors_are_one_message_without_traceback(capsys, tmp_path):
     assert f"input folder {missing} does not exist" in capsys.readouterr().err.replace("\n", "")
 
 
-def test_postgresql_targets_are_refused_clearly_for_now(capsys):
+def test_a_postgresql_warehouse_out_of_reach_is_one_clear_error(capsys):
     code = main(
         [
             "run",
@@ -52,14 +52,15 @@ def test_postgresql_targets_are_refused_clearly_for_now(capsys):
             "synthea",
             "--input",
             str(SAMPLE),
+            "--demo-key",
             "--warehouse",
-            "postgresql://postgres@127.0.0.1/postgres",
+            "postgresql://postgres@127.0.0.1:9/omop",  # nothing listens on port 9
         ]
     )
     assert code == 2
-    assert "PostgreSQL warehouses are not supported yet" in capsys.readouterr().err.replace(
-        "\n", " "
-    )
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert err.startswith("error: cannot connect to the warehouse")
+    assert "Traceback" not in err
 
 
 def test_vocab_load_then_run_from_the_installed_command(tmp_path):

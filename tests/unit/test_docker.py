@@ -43,7 +43,23 @@ def test_compose_mounts_the_dags_the_exports_and_the_dashboard():
     assert targets["/opt/airflow/dags"].startswith("../dags:")
     assert targets["/opt/omop-etl/exports"].endswith(":ro")  # exports are read, never written
     assert "/opt/omop-etl/dashboard" in targets
-    assert {"airflow-db", "warehouse-db", "dashboard"} <= set(_compose()["volumes"])
+    assert "/opt/omop-etl/work" in targets  # runs' scratch, shared by a site's tasks
+    assert {"airflow-db", "warehouse-db", "dashboard", "work"} <= set(_compose()["volumes"])
+    # the tasks find them where they are mounted, not where the host keeps them
+    environment = _compose()["services"]["scheduler"]["environment"]
+    assert environment["OMOP_ETL_EXPORTS"] == "/opt/omop-etl/exports"
+    assert environment["OMOP_ETL_DASHBOARD"] == "/opt/omop-etl/dashboard"
+    assert environment["OMOP_ETL_WORK_DIR"] == "/opt/omop-etl/work"
+
+
+def test_compose_makes_the_warehouse_roles_and_the_dags_log_in_as_a_loader():
+    services = _compose()["services"]
+    init = services["warehouse-init"]
+    assert init["command"] == ["omop-etl", "warehouse", "roles", "--login", "omop_etl"]
+    assert init["environment"]["OMOP_ETL_WAREHOUSE"].startswith("postgresql://postgres:")
+    assert init["environment"]["OMOP_ETL_LOGIN_PASSWORD"] == "${WAREHOUSE_PASSWORD}"
+    dags_login = services["scheduler"]["environment"]["OMOP_ETL_WAREHOUSE"]
+    assert dags_login.startswith("postgresql://omop_etl:${WAREHOUSE_PASSWORD}@")
 
 
 def test_secrets_come_from_an_env_file_that_is_not_committed():
@@ -56,7 +72,7 @@ def test_secrets_come_from_an_env_file_that_is_not_committed():
     ignored = (settings.PROJECT_ROOT / ".gitignore").read_text(encoding="utf-8").split()
     assert "docker/.env" in ignored
     example = (DOCKER / "env.example").read_text(encoding="utf-8")
-    needed = set(re.findall(r"\$\{([A-Z_]+)\}", compose)) - {"OMOP_ETL_EXPORTS"}
+    needed = set(re.findall(r"\$\{([A-Z_]+)\}", compose))
     assert needed <= set(re.findall(r"^([A-Z_]+)=", example, re.M))
 
 
