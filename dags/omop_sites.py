@@ -5,6 +5,9 @@ names, to run one again: that changes nothing) and puts it through
 
     select_batch -> start_run -> extract -> contracts -> transform -> check -> publish
 
+(a site with `buckets: N` in its spec builds its CDM as `transform_keys`, N mapped
+`transform_bucket` tasks and `transform_merge` instead of `transform`).
+
 `publish` replaces the site's CDM (`cdm_<site>`) in one transaction and updates the
 site's Asset, which schedules `omop_consortium`. One run at a time per site: a site's
 batches publish in order. No unpublished batch: the run skips its tasks (not a failure).
@@ -60,6 +63,21 @@ def transform(run: dict) -> dict:
 
 
 @task
+def transform_keys(run: dict) -> list[int]:
+    return call("transform_keys", run)
+
+
+@task
+def transform_bucket(run: dict, bucket: int) -> dict:
+    return call("transform_bucket", run, bucket)
+
+
+@task
+def transform_merge(run: dict) -> dict:
+    return call("transform_merge", run)
+
+
+@task
 def check(run: dict) -> dict:
     return call("check", run)
 
@@ -69,8 +87,12 @@ def publish(run: dict) -> dict:
     return call("publish", run)
 
 
-def site_dag(site: str, description: str | None, schedule: str | None) -> DAG:
-    """The DAG of one site; every step gets the run handle `start_run` returned."""
+def site_dag(site: str, description: str | None, schedule: str | None, buckets: int = 1) -> DAG:
+    """The DAG of one site; every step gets the run handle `start_run` returned.
+
+    With `buckets` > 1 the transform is `transform_keys` (ids, once for the site), one
+    mapped `transform_bucket` per person-hash bucket (run side by side, on any worker
+    that shares the run's work folder) and `transform_merge`."""
 
     @dag(
         dag_id=site_dag_id(site),
@@ -93,10 +115,19 @@ def site_dag(site: str, description: str | None, schedule: str | None) -> DAG:
     )
     def site_pipeline() -> None:
         run = start_run(site, select_batch(site))
+        if buckets > 1:
+            keys = transform_keys(run)
+            built = [
+                keys,
+                transform_bucket.partial(run=run).expand(bucket=keys),
+                transform_merge(run),
+            ]
+        else:
+            built = [transform(run)]
         chain(
             extract(run),
             contracts(run),
-            transform(run),
+            *built,
             check(run),
             publish.override(outlets=[site_asset(site)])(run),
         )
@@ -105,4 +136,4 @@ def site_dag(site: str, description: str | None, schedule: str | None) -> DAG:
 
 
 for entry in SITES:
-    site_dag(entry["site"], entry["description"], entry["schedule"])
+    site_dag(entry["site"], entry["description"], entry["schedule"], entry.get("buckets", 1))

@@ -9,35 +9,41 @@ each time the DAG processor parses them.
 # descriptions stay on one line, as the specs write them
 # ruff: noqa: E501
 
-SITES: tuple[dict[str, str | None], ...] = (
+SITES: tuple[dict[str, str | int | None], ...] = (
     {
         "site": "busan_university",
         "description": "Busan University Hospital (synthetic demo export; CP949 CSV, Korean headers, KCD-7, EDI)",
         "schedule": "@daily",
+        "buckets": 1,
     },
     {
         "site": "daegu_fhir",
         "description": "Daegu FHIR Hospital (synthetic demo export; FHIR R4 bulk NDJSON)",
         "schedule": "@daily",
+        "buckets": 1,
     },
     {
         "site": "gwangju_local",
         "description": "Gwangju Local Hospital (synthetic demo export; TSV, hospital-local lab and drug codes)",
         "schedule": "@daily",
+        "buckets": 1,
     },
     {
         "site": "incheon_medical",
         "description": "Incheon Medical Center (synthetic demo export; Parquet, one event table)",
         "schedule": "@daily",
+        "buckets": 1,
     },
     {
         "site": "seoul_general",
         "description": "Seoul General Hospital (synthetic demo export; UTF-8 CSV, KCD-7, EDI, LOINC)",
         "schedule": "@daily",
+        "buckets": 1,
     },
     {
         "site": "synthea",
         "description": "Synthea v3.0.0 synthetic CSV export (OHDSI sample, 27 patients)",
         "schedule": "@daily",
+        "buckets": 4,
     },
 )

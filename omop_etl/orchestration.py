@@ -155,19 +155,22 @@ each time the DAG processor parses them.
 # descriptions stay on one line, as the specs write them
 # ruff: noqa: E501
 
-SITES: tuple[dict[str, str | None], ...] = (
+SITES: tuple[dict[str, str | int | None], ...] = (
 '''
 
 
-def registry_entries() -> list[dict[str, str | None]]:
+def registry_entries() -> list[dict[str, str | int | None]]:
     """Every site spec's DAG settings, sorted by site; a spec with problems raises EtlError."""
     from omop_etl.spec import available_sites, load_spec
 
     specs = [load_spec(site) for site in available_sites()]
-    return [{"site": s.site, "description": s.description, "schedule": s.schedule} for s in specs]
+    return [
+        {"site": s.site, "description": s.description, "schedule": s.schedule, "buckets": s.buckets}
+        for s in specs
+    ]
 
 
-def render_registry(entries: list[dict[str, str | None]]) -> str:
+def render_registry(entries: list[dict[str, str | int | None]]) -> str:
     """The registry module's text, formatted as ``ruff format`` leaves it.
 
     >>> print(render_registry([{"site": "a", "schedule": None}]).split("= (")[1])
@@ -188,15 +191,15 @@ def render_registry(entries: list[dict[str, str | None]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _literal(value: str | None) -> str:
+def _literal(value: str | int | None) -> str:
     """A Python literal as ``ruff format`` writes it: the quote that needs fewer escapes
     (double on a tie), non-ASCII text kept readable.
 
     >>> print(_literal('say "hi"'), _literal("it's"), _literal(None))
     'say "hi"' "it's" None
     """
-    if value is None:
-        return "None"
+    if value is None or isinstance(value, int):
+        return repr(value)
     quote = "'" if value.count('"') > value.count("'") else '"'
 
     def escape(ch: str) -> str:
@@ -207,7 +210,7 @@ def _literal(value: str | None) -> str:
     return quote + "".join(map(escape, value)) + quote
 
 
-def write_registry(entries: list[dict[str, str | None]], path: Path = REGISTRY_PATH) -> bool:
+def write_registry(entries: list[dict[str, str | int | None]], path: Path = REGISTRY_PATH) -> bool:
     """Write the registry of these entries; True when its text changed."""
     text = render_registry(entries)
     if path.exists() and path.read_text(encoding="utf-8") == text:
@@ -216,6 +219,8 @@ def write_registry(entries: list[dict[str, str | None]], path: Path = REGISTRY_P
     return True
 
 
-def registry_is_current(entries: list[dict[str, str | None]], path: Path = REGISTRY_PATH) -> bool:
+def registry_is_current(
+    entries: list[dict[str, str | int | None]], path: Path = REGISTRY_PATH
+) -> bool:
     """Whether the registry file lists exactly these entries (``omop-etl dags sync --check``)."""
     return path.exists() and path.read_text(encoding="utf-8") == render_registry(entries)

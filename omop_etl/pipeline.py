@@ -50,7 +50,19 @@ from omop_etl.warehouse import Target, connect, connect_engine
 from quality import results
 from quality.checks import CheckResult, catalogue, cdm_source_metadata, dqd_json, run_checks
 from quality.contracts import ContractResult, Expectation, run_contracts
-from transforms.runner import CDM_TABLES_WRITTEN, Step, run_transforms
+from transforms.runner import (
+    CDM_TABLES_WRITTEN,
+    FINAL_PHASES,
+    KEY_PHASES,
+    LOOKUP_INPUTS,
+    PERSON_INPUTS,
+    PERSON_OUTPUTS_CDM,
+    PERSON_OUTPUTS_WORK,
+    PERSON_PHASES,
+    Step,
+    run_phases,
+    run_transforms,
+)
 
 Progress = Callable[[str], None]
 SCRATCH = "omop_scratch"  # the database a run builds in: in memory, or the run's file
@@ -420,12 +432,24 @@ def transform(
     con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | None = None
 ) -> None:
     """Build the site's new CDM in the scratch (ids from the kept key map)."""
-    spec = load_spec(batch.site)
     batch.source_release = _source_release_date(con, batch.work)
-    params = {
+    run_transforms(con, _transform_params(con, batch), progress=_step_progress(progress))
+    _finish_build(con, batch)
+    _done(batch, "transform")
+
+
+def _transform_params(
+    con: duckdb.DuckDBPyConnection,
+    batch: Batch,
+    work: Ident | None = None,
+    cdm: Ident | None = None,
+) -> dict:
+    spec = load_spec(batch.site)
+    assert batch.source_release is not None
+    return {
         "stage": batch.kept,
-        "work": batch.work,
-        "cdm": batch.build,
+        "work": work or batch.work,
+        "cdm": cdm or batch.build,
         "vocab": _vocab(con, batch),
         "id_base": spec.id_base,
         "site": spec.site,
@@ -438,19 +462,118 @@ def transform(
         "etl_version": __version__,
     }
 
+
+def _step_progress(progress: Progress | None) -> Callable[[Step], None]:
     def step_progress(step: Step) -> None:
         if progress:
             progress(f"{step.kind} {step.name}")
 
-    run_transforms(con, params, progress=step_progress)
+    return step_progress
+
+
+def _finish_build(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """Text cut to its CDM fields; the tables this site does not fill made, empty, as
+    they will be once published."""
     batch.truncated = fit_field_lengths(con, batch.build)
-    # tables this site does not fill exist empty, as they will once published
     (catalog,) = con.execute("select current_database()").fetchone()
     con.execute(f"use {SCRATCH}")
     try:
         schema.create_schema(con, batch.cdm, tables=schema.cdm_tables())
     finally:
         con.execute(f"use {quote_ident(catalog)}")
+
+
+# -- a large site, in person buckets (Airflow mapped tasks) -----------------------------
+
+BUCKET = "omop_bucket"  # a bucket's own database, beside the run's scratch
+
+
+def bucket_file(batch: Batch, bucket: int) -> Path:
+    if batch.folder is None:
+        raise EtlError(f"run {batch.run_id}: person buckets need a file-backed run")
+    return Path(batch.folder) / f"bucket_{bucket}.duckdb"
+
+
+def transform_keys(
+    con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | None = None
+) -> None:
+    """The site-wide part of a transform in buckets: lookups, every id of the batch's
+    rows (the key map grows once, in key order), and the CDM tables of no person."""
+    batch.source_release = _source_release_date(con, batch.work)
+    params = _transform_params(con, batch)
+    run_phases(con, params, KEY_PHASES, progress=_step_progress(progress))
+    _done(batch, "transform_keys")
+
+
+def transform_bucket(batch: Batch, bucket: int, buckets: int) -> int:
+    """The CDM rows of one bucket's persons (``md5(pseudonym) % buckets``) in the bucket's
+    own file: the run's scratch is read, never written, so buckets run side by side on
+    several workers. Returns the bucket's persons."""
+    if "transform_keys" not in batch.done:
+        raise EtlError(f"run {batch.run_id}: bucket {bucket} before transform_keys")
+    path = bucket_file(batch, bucket)
+    path.unlink(missing_ok=True)
+    con = connect_engine()
+    try:
+        con.execute(
+            f"attach {literal(str(Path(batch.folder) / SCRATCH_FILE))} as {SCRATCH} (read_only)"
+        )
+        if batch.vocab_copy:
+            con.execute(f"attach {literal(batch.vocab_copy)} as {VOCAB_COPY} (read_only)")
+        con.execute(f"attach {literal(str(path))} as {BUCKET}")
+        work, cdm = Ident(BUCKET, batch.stage), Ident(BUCKET, batch.cdm)
+        for name in (work, cdm):
+            con.execute(f"create schema {name.sql}")
+        source = batch.work.sql
+        mine = f"md5_number(person_source_value) % {int(buckets)} = {int(bucket)}"
+        for table, column in PERSON_INPUTS.items():
+            name = quote_ident(table)
+            if column == "person_source_value":
+                where = mine
+            else:  # a visit's bucket is its person's
+                where = f"{column} in (select visit_source_value from {work.sql}.work_visit_group)"
+            con.execute(
+                f"create view {work.sql}.{name} as select * from {source}.{name} where {where}"
+            )
+        for table in LOOKUP_INPUTS:
+            name = quote_ident(table)
+            con.execute(f"create view {work.sql}.{name} as select * from {source}.{name}")
+        run_phases(con, _transform_params(con, batch, work=work, cdm=cdm), PERSON_PHASES)
+        (persons,) = con.execute(f"select count(*) from {cdm.sql}.person").fetchone()
+    finally:
+        con.close()
+    return persons
+
+
+def transform_merge(
+    con: duckdb.DuckDBPyConnection, batch: Batch, buckets: int, progress: Progress | None = None
+) -> None:
+    """The buckets' rows together in the build, then the ids of the derived tables
+    (observation periods, eras: once, in key order) and their CDM tables."""
+    names = [f"omop_bucket_{b}" for b in range(buckets)]
+    for b, name in enumerate(names):
+        path = bucket_file(batch, b)
+        if not path.is_file():
+            raise EtlError(f"run {batch.run_id}: bucket {b} of {buckets} has not run")
+        con.execute(f"attach {literal(str(path))} as {name} (read_only)")
+    try:
+        for schema_of, tables in (
+            (batch.build, PERSON_OUTPUTS_CDM),
+            (batch.work, PERSON_OUTPUTS_WORK),
+        ):
+            part = schema_of.parts[1]
+            for table in map(quote_ident, tables):
+                union = " union all ".join(
+                    f"select * from {Ident(n, part).sql}.{table}" for n in names
+                )
+                con.execute(f"create or replace table {schema_of.sql}.{table} as {union}")
+    finally:
+        for name in names:
+            con.execute(f"detach {name}")
+    run_phases(con, _transform_params(con, batch), FINAL_PHASES, progress=_step_progress(progress))
+    _finish_build(con, batch)
+    for b in range(buckets):
+        bucket_file(batch, b).unlink(missing_ok=True)
     _done(batch, "transform")
 
 
@@ -528,7 +651,7 @@ def deliver(
     scratch file is opened here.
     """
     expected = ["prepare", "extract", "contracts", "transform", "check"]
-    if blocked is None and batch.done[: len(expected)] != expected:
+    if blocked is None and [s for s in batch.done if s in expected] != expected:
         raise EtlError(
             f"run {batch.run_id}: cannot publish before every stage has run "
             f"(done: {', '.join(batch.done) or 'none'})"

@@ -85,11 +85,15 @@ _TOP_KEYS = {
     "check_thresholds",
     "code_forms",
     "schedule",
+    "buckets",
 }
 DEFAULT_MAX_REJECT_RATE = 0.05
 # how often the site's Airflow DAG looks for a new batch: a cron preset or a five-field
 # cron expression; `schedule: null` leaves the DAG to manual runs
 DEFAULT_SCHEDULE = "@daily"
+# person-hash buckets the site's CDM is built in (Airflow mapped tasks, spread over
+# workers); 1 builds it in one task
+MAX_BUCKETS = 64
 CRON_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
 _CRON = re.compile(r"^[0-9A-Za-z*/,?#-]+( [0-9A-Za-z*/,?#-]+){4}$")
 # a source column name: any text without double quotes or control characters (Korean
@@ -152,6 +156,8 @@ class SiteSpec:
     code_forms: dict[str, str] = field(default_factory=dict)
     # the Airflow schedule of the site's DAG (None: manual runs only)
     schedule: str | None = DEFAULT_SCHEDULE
+    # person-hash buckets its CDM is built in, as mapped tasks (1: one task)
+    buckets: int = 1
 
     @property
     def id_base(self) -> int:
@@ -299,6 +305,11 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         )
         schedule = DEFAULT_SCHEDULE
 
+    buckets = raw.get("buckets", 1)
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= MAX_BUCKETS:
+        problems.append(f"buckets: {buckets!r} is not a whole number from 1 to {MAX_BUCKETS}")
+        buckets = 1
+
     raw_files = raw.get("files")
     if not isinstance(raw_files, list) or not raw_files:
         problems.append("files: required, a list of the export's files")
@@ -329,6 +340,7 @@ def _parse(raw: Any, problems: list[str], path: Path) -> SiteSpec | None:
         check_thresholds={str(k): float(v) for k, v in thresholds.items()},
         code_forms={str(k): v for k, v in code_forms.items()},
         schedule=schedule,
+        buckets=buckets,
     )
 
 

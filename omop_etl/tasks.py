@@ -123,6 +123,34 @@ def transform(run: dict) -> dict:
     return {"run_id": batch.run_id, "truncated": batch.truncated}
 
 
+def transform_keys(run: dict) -> list[int]:
+    """The site-wide part of a transform in person buckets; the buckets to build."""
+    batch = _load(run)
+    _stage(batch, pipeline.transform_keys)
+    return list(range(_buckets(batch.site)))
+
+
+def transform_bucket(run: dict, bucket: int) -> dict:
+    """One bucket's persons' CDM rows (a mapped task; buckets run side by side)."""
+    batch = _load(run)
+    persons = pipeline.transform_bucket(batch, bucket, _buckets(batch.site))
+    return {"run_id": batch.run_id, "bucket": bucket, "persons": persons}
+
+
+def transform_merge(run: dict) -> dict:
+    """The buckets' rows together, then the derived tables."""
+    batch = _load(run)
+    buckets = _buckets(batch.site)
+    _stage(batch, lambda con, b: pipeline.transform_merge(con, b, buckets))
+    return {"run_id": batch.run_id, "buckets": buckets, "truncated": batch.truncated}
+
+
+def _buckets(site: str) -> int:
+    from omop_etl.spec import load_spec
+
+    return load_spec(site).buckets
+
+
 def check(run: dict) -> dict:
     batch = _load(run)
     _stage(batch, pipeline.check)

@@ -84,6 +84,41 @@ PHASES: tuple[tuple[Step, ...], ...] = (
 )
 STEPS: tuple[Step, ...] = tuple(step for phase in PHASES for step in phase)
 
+# A large site is built in person buckets (Airflow mapped tasks): the phases that
+# give ids run once for the site, the phases of per-person CDM rows run per bucket on
+# that bucket's persons only, and the derived tables get their ids once more, after.
+SITE_TABLES = ("location", "care_site", "provider")  # CDM tables of no person
+_PERSON_CDM = 6  # the index in PHASES of the phase of the event CDM tables
+KEY_PHASES = (*PHASES[:_PERSON_CDM], tuple(s for s in PHASES[_PERSON_CDM] if s.name in SITE_TABLES))
+PERSON_PHASES = (
+    tuple(s for s in PHASES[_PERSON_CDM] if s.name not in SITE_TABLES),
+    PHASES[_PERSON_CDM + 1],
+)
+FINAL_PHASES = PHASES[_PERSON_CDM + 2 :]
+# What the person phases read from the work schema: tables of person rows, filtered
+# to a bucket's persons by the column given, and lookups read whole.
+PERSON_INPUTS = {
+    "person": "person_source_value",
+    "event": "person_source_value",
+    "payer_plan": "person_source_value",
+    "work_visit_group": "person_source_value",
+    "work_event_ids": "person_source_value",
+    "cost": "visit_source_value",  # a visit's bucket is its person's
+}
+LOOKUP_INPUTS = (
+    "work_person",
+    "work_visit",
+    "work_provider",
+    "work_care_site",
+    "work_address_location",
+)
+# What the person phases build: per-person CDM tables and the work tables of the
+# derived ones (observation periods, eras), unioned over the buckets afterwards.
+PERSON_OUTPUTS_CDM = tuple(s.name for phase in PERSON_PHASES for s in phase if s.kind == "cdm")
+PERSON_OUTPUTS_WORK = tuple(
+    f"work_{s.name[3:]}" for phase in PERSON_PHASES for s in phase if s.kind == "work"
+)
+
 CDM_TABLES_WRITTEN = tuple(s.name for s in STEPS if s.kind == "cdm")
 
 
@@ -102,8 +137,18 @@ def run_transforms(
 
     Raises EtlError naming the failing step.
     """
+    run_phases(con, params, PHASES, progress)
+
+
+def run_phases(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    phases: tuple[tuple[Step, ...], ...],
+    progress: Callable[[Step], None] | None = None,
+) -> None:
+    """Run the given phases in order (see ``run_transforms``)."""
     with ThreadPoolExecutor(max_workers=settings.workers()) as pool:
-        for phase in PHASES:
+        for phase in phases:
             for future in [pool.submit(_run_step, con, step, params, progress) for step in phase]:
                 future.result()
 

@@ -99,6 +99,7 @@ class DagTestRun:
     states: dict[str, str]  # task id: final state
     tries: dict[str, int]  # task id: tries made
     xcoms: dict[str, Any] = field(default_factory=dict)  # task id: return value
+    map_indexes: dict[str, list[int]] = field(default_factory=dict)  # mapped task: its indexes
 
 
 @pytest.fixture
@@ -122,6 +123,10 @@ def run_dag(airflow_db: Path) -> Callable[..., DagTestRun]:
             states={ti.task_id: str(ti.state) for ti in tis},
             tries={ti.task_id: ti.try_number for ti in tis},
             xcoms={ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in tis},
+            map_indexes={
+                task: sorted(ti.map_index for ti in tis if ti.task_id == task)
+                for task in {ti.task_id for ti in tis if ti.map_index >= 0}
+            },
         )
 
     return run

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from omop_etl.orchestration import site_dag_id
-from omop_etl.spec import available_sites
+from omop_etl.spec import available_sites, load_spec
 
 from .conftest import DAGS_DIR
 
@@ -46,18 +46,42 @@ def test_every_dag_is_owned_tagged_not_catching_up_and_every_task_retried(dagbag
             assert task.max_retry_delay == timedelta(minutes=30), where
 
 
+def _site_steps(site: str) -> list[str]:
+    """A site's steps: its CDM built in one task, or in person buckets (mapped tasks)."""
+    if load_spec(site).buckets == 1:
+        return SITE_STEPS
+    at = SITE_STEPS.index("transform")
+    return [
+        *SITE_STEPS[:at],
+        "transform_keys",
+        "transform_bucket",
+        "transform_merge",
+        *SITE_STEPS[at + 1 :],
+    ]
+
+
 def test_a_site_dag_runs_its_steps_in_order_and_publish_updates_its_asset(dagbag):
     for site in available_sites():
         dag = dagbag.dags[site_dag_id(site)]
         assert site in dag.tags
         assert dag.params["batch"] is None
+        steps = _site_steps(site)
         order = [t.task_id for t in dag.topological_sort()]
-        assert order == SITE_STEPS, site
-        for upstream, downstream in itertools.pairwise(SITE_STEPS):
+        assert order == steps, site
+        for upstream, downstream in itertools.pairwise(steps):
             assert upstream in dag.task_dict[downstream].upstream_task_ids
         (asset,) = dag.task_dict["publish"].outlets
         assert (asset.name, asset.uri) == (f"omop_cdm_{site}", f"x-omop://warehouse/cdm_{site}")
-        assert all(not dag.task_dict[t].outlets for t in SITE_STEPS[:-1])
+        assert all(not dag.task_dict[t].outlets for t in steps[:-1])
+
+
+def test_a_site_in_person_buckets_maps_its_bucket_task(dagbag):
+    dag = dagbag.dags[site_dag_id("synthea")]  # its spec says buckets: 4
+    assert load_spec("synthea").buckets == 4
+    bucket = dag.task_dict["transform_bucket"]
+    assert bucket.is_mapped
+    assert "transform_keys" in bucket.upstream_task_ids
+    assert "transform" not in dag.task_dict
 
 
 def test_the_consortium_dag_runs_when_any_site_publishes(dagbag):

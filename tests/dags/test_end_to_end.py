@@ -42,12 +42,12 @@ def tiny_site(tiny, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequ
     return tiny
 
 
-def _tiny_dag():
+def _tiny_dag(buckets: int = 1):
     """The tiny site's DAG, built by dags/omop_sites.py as it builds every site's."""
     spec = importlib.util.spec_from_file_location("omop_sites_dags", DAGS_DIR / "omop_sites.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.site_dag("tiny", "tiny test site", None)
+    return module.site_dag("tiny", "tiny test site", None, buckets)
 
 
 def test_site_runs_publish_batches_in_order_then_the_consortium_run_covers_them(
@@ -107,3 +107,19 @@ def test_a_data_error_of_the_real_pipeline_fails_its_task_once(tiny_site, run_da
     assert tiny_site.query(
         "select count(*) from information_schema.tables where table_schema = 'cdm_tiny'"
     ) == [(0,)]
+
+
+def test_a_site_in_person_buckets_builds_them_as_mapped_tasks(tiny_site, run_dag):
+    spec = tiny_site.mappings / "sites" / "tiny.yaml"
+    spec.write_text(spec.read_text(encoding="utf-8") + "buckets: 2\n", encoding="utf-8")
+    first = run_dag(_tiny_dag(buckets=2))
+    assert first.state == "success", first.states
+    assert first.xcoms["transform_keys"] == [0, 1]
+    assert first.map_indexes == {"transform_bucket": [0, 1]}
+    assert "transform" not in first.states
+    assert first.xcoms["publish"]["rows"]["person"] == 2
+    assert first.xcoms["publish"]["rows"]["condition_occurrence"] == 1
+    second = run_dag(_tiny_dag(buckets=2))
+    assert second.xcoms["publish"]["rows"]["person"] == 3
+    # p1 and p3 have events, so observation periods; p2 has none
+    assert tiny_site.query("select count(*) from cdm_tiny.observation_period") == [(2,)]

@@ -65,7 +65,7 @@ def test_adding_a_site_is_its_spec_and_a_sync(tmp_path, monkeypatch: pytest.Monk
     registry = tmp_path / "dag_sites.py"
     registry.write_text(REGISTRY_PATH.read_text(encoding="utf-8"), encoding="utf-8")
 
-    _spec(sites, "ulsan_new", "schedule: '30 2 * * *'")
+    _spec(sites, "ulsan_new", "schedule: '30 2 * * *'\nbuckets: 8")
     assert not registry_is_current(registry_entries(), registry)
     assert write_registry(registry_entries(), registry) is True
     assert write_registry(registry_entries(), registry) is False  # nothing changed
@@ -75,6 +75,7 @@ def test_adding_a_site_is_its_spec_and_a_sync(tmp_path, monkeypatch: pytest.Monk
         "site": "ulsan_new",
         "description": "ulsan_new hospital",
         "schedule": "30 2 * * *",
+        "buckets": 8,
     }
 
 
@@ -129,3 +130,14 @@ def _load_sites(path: Path) -> list[dict]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     (value,) = [n.value for n in tree.body if isinstance(n, ast.AnnAssign)]
     return list(ast.literal_eval(value))
+
+
+@pytest.mark.parametrize(("extra", "buckets"), [("", 1), ("buckets: 1", 1), ("buckets: 16", 16)])
+def test_the_spec_buckets_key(tmp_path, extra, buckets):
+    assert load_spec(_spec(tmp_path, "site_a", extra)).buckets == buckets
+
+
+@pytest.mark.parametrize("value", ["0", "65", "2.5", "many", "true"])
+def test_a_bucket_count_out_of_range_is_a_spec_problem(tmp_path, value):
+    with pytest.raises(EtlError, match=r"buckets: .* is not a whole number from 1 to 64"):
+        load_spec(_spec(tmp_path, "site_a", f"buckets: {value}"))
