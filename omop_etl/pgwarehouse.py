@@ -300,22 +300,16 @@ def _store_records(cur, duck: duckdb.DuckDBPyConnection, batch: Batch, tables: l
 
 def _keep_lasting_state(cur, duck: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     """New key-map entries (old ids never change) and the batch's kept staging rows."""
-    from omop_etl.pipeline import kept_staging_sql
+    from omop_etl.pipeline import kept_staging_sql, new_keys_sql
 
     stage = quote_ident(batch.stage)
     cur.execute(
         f"create table if not exists {stage}.key_map (tbl text not null, "
         "source_key numeric(39, 0) not null, id integer not null, primary key (tbl, source_key))"
     )
-    cur.execute(
-        "create temporary table new_keys (tbl text, source_key numeric(39, 0), id integer) "
-        "on commit drop"
-    )
-    _ship(cur, duck, f"{batch.kept.sql}.key_map", "new_keys")
-    cur.execute(
-        f"insert into {stage}.key_map select tbl, source_key, id from new_keys "
-        "on conflict (tbl, source_key) do nothing"
-    )
+    # only this run's new entries; a key another run of the site added meanwhile would
+    # break the primary key and roll the publish back (runs of a site do not overlap)
+    _ship(cur, duck, f"({new_keys_sql(batch)})", f"{stage}.key_map")
     if not batch.incremental:
         return
     for target in TARGETS:

@@ -142,6 +142,7 @@ class Batch:
     dqd: dict | None = None  # the checks as DataQualityDashboard's results JSON
     source_release: date | None = None
     truncated: dict[str, int] = field(default_factory=dict)  # CDM text cut to its field
+    key_max: dict[str, int] = field(default_factory=dict)  # the key map's top id per table
     done: list[str] = field(default_factory=list)  # stages finished, in order
 
     @property
@@ -356,6 +357,9 @@ def prepare(con: duckdb.DuckDBPyConnection, batch: Batch, target: Target) -> Non
         pgwarehouse.read_lasting_state(con, batch, target)
     else:
         _read_lasting_state(con, batch, target)
+    batch.key_max = dict(
+        con.execute(f"select tbl, max(id) from {kept}.key_map group by tbl").fetchall()
+    )
     _done(batch, "prepare")
 
 
@@ -992,10 +996,15 @@ def _keep_key_map(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     """The ids this run gave new keys join the site's key map (old ids never change)."""
     stage = quote_ident(batch.stage)
     con.execute(KEY_MAP_DDL.format(schema=stage))
-    con.execute(
-        f"insert into {stage}.key_map select n.* from {batch.kept.sql}.key_map as n "
-        f"anti join {stage}.key_map as k on k.tbl = n.tbl and k.source_key = n.source_key"
-    )
+    con.execute(f"insert into {stage}.key_map {new_keys_sql(batch)}")
+
+
+def new_keys_sql(batch: Batch) -> str:
+    """The key-map entries this run added: ids are handed out above each table's
+    highest id, so they are those above the highest the run started from."""
+    floors = " ".join(f"when {literal(t)} then {int(m)}" for t, m in sorted(batch.key_max.items()))
+    floor = f"case tbl {floors} else -1 end" if floors else "-1"
+    return f"select tbl, source_key, id from {batch.kept.sql}.key_map where id > {floor}"
 
 
 def _swap_cdm(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
