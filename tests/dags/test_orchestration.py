@@ -106,3 +106,32 @@ def test_a_sites_asset_names_its_cdm_schema():
     assert asset.name == "omop_cdm_busan_university"
     assert asset.uri == "x-omop://warehouse/cdm_busan_university"
     assert asset.group == "omop_cdm"
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        "postgresql://loader:s3cret@db.example:5432/omop",
+        '{"conn_type": "postgres", "host": "db.example", "login": "loader",'
+        ' "password": "s3cret", "schema": "omop", "port": 5432}',
+    ],
+)
+def test_the_tasks_find_the_warehouse_in_an_airflow_connection(monkeypatch, connection):
+    from omop_etl import tasks
+
+    monkeypatch.delenv("OMOP_ETL_WAREHOUSE", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_OMOP_ETL_WAREHOUSE", connection)
+    target = tasks.target()
+    assert (target.kind, target.location) == (
+        "postgresql",
+        "postgresql://loader:s3cret@db.example:5432/omop",
+    )
+    assert str(target) == "postgresql://loader:***@db.example:5432/omop"  # as logged
+
+
+def test_without_a_warehouse_setting_the_tasks_use_the_default_file(monkeypatch):
+    from omop_etl import tasks
+
+    monkeypatch.delenv("OMOP_ETL_WAREHOUSE", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_OMOP_ETL_WAREHOUSE", raising=False)
+    assert tasks.target().location == "warehouse.duckdb"
