@@ -78,6 +78,8 @@ def connection(target: Target) -> Iterator[psycopg2.extensions.connection]:
         raise ConnectionError(f"cannot connect to the warehouse: {str(exc).strip()}") from exc
     try:
         yield con
+    except psycopg2.Error as exc:  # what the caller did not name itself
+        raise _classify(exc, f"warehouse {target}") from exc
     finally:
         con.close()
 
@@ -171,17 +173,17 @@ def deliver(
     """Store the run's records and (``publish``) swap the built CDM in, atomically."""
     from omop_etl.pipeline import outbox_tables
 
+    tables = outbox_tables(duck)
     with connection(target) as con:
-        con.autocommit = True
-        tables = outbox_tables(duck)
-        with con.cursor() as cur:
-            _ensure_layout(cur, duck, batch, tables)
-            # one delivery of a site at a time (a rerun while a run still publishes)
-            cur.execute(f"select pg_advisory_lock({_lock_key('site:' + batch.site)})")
-            if publish:
-                _load_build(cur, duck, batch)
-        con.autocommit = False
         try:
+            con.autocommit = True  # loading beside the live site: no long transaction
+            with con.cursor() as cur:
+                _ensure_layout(cur, duck, batch, tables)
+                # one delivery of a site at a time (a rerun while a run still publishes)
+                cur.execute(f"select pg_advisory_lock({_lock_key('site:' + batch.site)})")
+                if publish:
+                    _load_build(cur, duck, batch)
+            con.autocommit = False  # the swap: one transaction
             with con.cursor() as cur:
                 _store_records(cur, duck, batch, tables)
                 if publish:
@@ -190,13 +192,16 @@ def deliver(
                 _fault("publish")
             con.commit()
         except psycopg2.Error as exc:
-            con.rollback()
-            raise _classify(exc, f"delivering {batch.run_id}") from exc
+            if not con.autocommit:
+                con.rollback()
+            raise _classify(
+                exc, f"delivering {batch.run_id} failed, the published warehouse is unchanged"
+            ) from exc
 
 
 def _classify(exc: psycopg2.Error, what: str) -> Exception:
     """A lost connection is transient (retry); anything else is an error to read."""
-    message = f"{what} failed, the published warehouse is unchanged: {str(exc).strip()}"
+    message = f"{what}: {str(exc).strip()}"
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return ConnectionError(message)
     return EtlError(message)
@@ -502,7 +507,9 @@ def publish_vocabulary(duck: duckdb.DuckDBPyConnection, target: Target) -> dict[
             con.commit()
         except psycopg2.Error as exc:
             con.rollback()
-            raise _classify(exc, "loading the vocabulary") from exc
+            raise _classify(
+                exc, "loading the vocabulary failed, the warehouse is unchanged"
+            ) from exc
     return counts
 
 
@@ -605,7 +612,7 @@ def create_roles(
             con.commit()
         except psycopg2.Error as exc:
             con.rollback()
-            raise _classify(exc, "creating the warehouse roles") from exc
+            raise _classify(exc, "creating the warehouse roles failed, nothing changed") from exc
     return done
 
 

@@ -22,6 +22,7 @@ import psycopg2
 import pytest
 
 from omop_etl import pgwarehouse, schema, settings
+from omop_etl.errors import EtlError
 from omop_etl.pipeline import run_demo_site, run_site
 from omop_etl.vocabulary import load_into_warehouse
 from omop_etl.warehouse import Target, parse_target
@@ -56,9 +57,13 @@ def new_database(new_pg_database, tmp_path, monkeypatch):
 
 
 def _rows(target: Target, sql: str) -> list[tuple]:
-    with pgwarehouse.connection(target) as con, con.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetchall()
+    con = psycopg2.connect(target.location)
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        con.close()
 
 
 def _checksums(target: Target, site: str) -> dict[str, tuple[int, str]]:
@@ -324,6 +329,13 @@ def test_analysts_read_the_consortium_views_but_no_staging_key_maps_or_rejects(
     assert _denied(seoul, "select count(*) from stage_daegu_fhir.key_map")
     assert _denied(seoul, "create table stage_daegu_fhir.x (i int)")
     assert _denied(analyst, "delete from results.run_log")
+    # an analyst's run is refused with one clear message, and changes nothing
+    before = _checksums(target, "seoul_general")
+    with pytest.raises(EtlError, match="permission denied for schema stage_seoul_general"):
+        run_site(
+            "seoul_general", demo_export / "seoul_general" / BATCHES[1], analyst, demo_key=True
+        )
+    assert _checksums(target, "seoul_general") == before
 
 
 def test_the_roles_command_is_idempotent(login_roles):
