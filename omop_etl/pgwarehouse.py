@@ -333,6 +333,7 @@ def _swap_in(cur, site: str) -> None:
     build = quote_ident(build_schema(site))
 
     def swap() -> None:
+        access = _access_rules(cur, settings.cdm_schema(site))
         _drop_views(cur)
         for table in schema.cdm_tables():
             cur.execute(f"drop table if exists {cdm}.{quote_ident(table)} cascade")
@@ -341,9 +342,47 @@ def _swap_in(cur, site: str) -> None:
         if _role_exists(cur, ANALYST):
             cur.execute(f"grant usage on schema {cdm} to {ANALYST}")
             cur.execute(f"grant select on all tables in schema {cdm} to {ANALYST}")
+        for statement in access:
+            cur.execute(statement)
         _create_views(cur)
 
     _in_short_waits(cur, swap)
+
+
+def _access_rules(cur, schema_name: str) -> list[str]:
+    """What the published tables of a site allow, as statements for the tables that
+    replace them: the grants a warehouse admin made (to users, say) and row-level
+    security with its policies. A publish must not quietly widen or drop them."""
+    statements = []
+    cur.execute(
+        "select c.relname, quote_ident(c.relname), c.relrowsecurity, c.relforcerowsecurity, "
+        "(select array_agg(format('grant %%s on %%I.%%I to %%s', a.privilege_type, n.nspname, "
+        "c.relname, case when a.grantee = 0 then 'public' else quote_ident(r.rolname) end) "
+        "order by a.privilege_type, r.rolname) "
+        " from aclexplode(c.relacl) a left join pg_roles r on r.oid = a.grantee "
+        " where a.grantee <> c.relowner) "
+        "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = %s and c.relkind = 'r' order by 1",
+        [schema_name],
+    )
+    for _, table, rls, forced, grants in cur.fetchall():
+        name = f"{quote_ident(schema_name)}.{table}"
+        statements += grants or []
+        if rls:
+            statements.append(f"alter table {name} enable row level security")
+        if forced:
+            statements.append(f"alter table {name} force row level security")
+    cur.execute(
+        "select format('create policy %%I on %%I.%%I as %%s for %%s to %%s', policyname, "
+        "schemaname, tablename, permissive, cmd, "
+        "(select string_agg(case when r = 'public' then r else quote_ident(r) end, ', ') "
+        " from unnest(roles) as r)) "
+        "|| coalesce(' using (' || qual || ')', '') "
+        "|| coalesce(' with check (' || with_check || ')', '') "
+        "from pg_policies where schemaname = %s order by tablename, policyname",
+        [schema_name],
+    )
+    return statements + [r[0] for r in cur.fetchall()]
 
 
 LOCK_PATIENCE = 600.0  # seconds a swap keeps trying to find its moment

@@ -371,3 +371,31 @@ def test_one_airflow_login_loads_every_site_and_a_new_vocabulary_release(new_dat
         assert owner == pgwarehouse.VOCABULARY_OWNER
     finally:
         _drop_roles(target, [login, *(pgwarehouse.loader_role(s) for s in sites)])
+
+
+def test_row_level_security_and_grants_on_a_site_survive_its_next_publish(login_roles, demo_export):
+    target, as_user = login_roles
+    site, seoul, analyst = "seoul_general", as_user["seoul_general"], as_user["analyst"]
+    daegu_user = as_user["daegu_fhir"].location.partition("://")[2].partition("@")[0]
+    run_site(site, demo_export / site / BATCHES[0], seoul, demo_key=True)
+    with psycopg2.connect(target.location) as con, con.cursor() as cur:  # the warehouse admin
+        cur.execute(f"alter table cdm_{site}.person enable row level security")
+        cur.execute(
+            f"create policy women_only on cdm_{site}.person for select to {pgwarehouse.ANALYST} "
+            "using (gender_concept_id = 8532)"
+        )
+        cur.execute(f'grant select on cdm_{site}.measurement to "{daegu_user}"')
+    run_site(site, demo_export / site / BATCHES[1], seoul, demo_key=True)  # new tables
+    ((women,),) = _rows(
+        target, f"select count(*) from cdm_{site}.person where gender_concept_id = 8532"
+    )
+    ((everyone,),) = _rows(target, f"select count(*) from cdm_{site}.person")
+    assert 0 < women < everyone
+    # the policy holds on the new table, also through the consortium view (security_invoker)
+    assert _rows(analyst, f"select count(*) from cdm_{site}.person") == [(women,)]
+    assert _rows(analyst, "select count(*) from cdm.person") == [(women,)]
+    ((measurements,),) = _rows(target, f"select count(*) from cdm_{site}.measurement")
+    assert _rows(as_user["daegu_fhir"], f"select count(*) from cdm_{site}.measurement") == [
+        (measurements,)
+    ]
+    assert _denied(as_user["daegu_fhir"], f"select count(*) from cdm_{site}.person")
