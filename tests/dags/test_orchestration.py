@@ -135,3 +135,14 @@ def test_without_a_warehouse_setting_the_tasks_use_the_default_file(monkeypatch)
     monkeypatch.delenv("OMOP_ETL_WAREHOUSE", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_OMOP_ETL_WAREHOUSE", raising=False)
     assert tasks.target().location == "warehouse.duckdb"
+
+
+def test_a_site_that_has_delivered_nothing_yet_has_no_pending_batch(tmp_path, monkeypatch):
+    from omop_etl import tasks
+
+    monkeypatch.setenv("OMOP_ETL_EXPORTS", str(tmp_path))  # no folder for the site at all
+    monkeypatch.setenv("OMOP_ETL_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    assert tasks.pending_batches("seoul_general") == []
+    (tmp_path / "seoul_general" / "2026-01-31").mkdir(parents=True)
+    (tmp_path / "seoul_general" / "2026-02-28").mkdir()
+    assert tasks.pending_batches("seoul_general") == ["2026-01-31", "2026-02-28"]
