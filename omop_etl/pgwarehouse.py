@@ -150,16 +150,20 @@ def read_lasting_state(duck: duckdb.DuckDBPyConnection, batch: Batch, target: Ta
             name = quote_ident(table)
             if not _exists(cur, f"{stage}.{name}"):
                 continue
-            kept = f"{batch.kept.sql}.{name}"
-            cols = ", ".join(quote_ident(n) for n, _ in _columns(duck, kept))
-            copy_from_postgres(cur, f"select {cols} from {stage}.{name}", duck, kept)
+            _fetch(cur, f"{stage}.{name}", duck, f"{batch.kept.sql}.{name}")
 
 
 def read_vocab_table(cur, duck: duckdb.DuckDBPyConnection, table: str) -> None:
     """One vocabulary table of the warehouse into the DuckDB table of the same name."""
-    target = f"{quote_ident(VOCAB)}.{quote_ident(table)}"
-    cols = ", ".join(quote_ident(n) for n, _ in _columns(duck, target))
-    copy_from_postgres(cur, f"select {cols} from {target}", duck, target)
+    name = f"{quote_ident(VOCAB)}.{quote_ident(table)}"
+    _fetch(cur, name, duck, name)
+
+
+def _fetch(cur, source: str, duck: duckdb.DuckDBPyConnection, dest: str) -> int:
+    """COPY a PostgreSQL table into an existing DuckDB table, by the DuckDB table's
+    column names (the reverse of ``_ship``); returns the rows copied."""
+    cols = ", ".join(quote_ident(n) for n, _ in _columns(duck, dest))
+    return copy_from_postgres(cur, f"select {cols} from {source}", duck, dest)
 
 
 # ---------------------------------------------------------------------------
@@ -584,10 +588,8 @@ def results_snapshot(target: Target, site: str | None = None) -> duckdb.DuckDBPy
     with connection(target) as con, con.cursor() as cur:
         for table in results.TABLES:
             source = f"{RESULTS}.{quote_ident(table)}"
-            if not _exists(cur, source):
-                continue
-            cols = ", ".join(quote_ident(n) for n, _ in _columns(duck, source))
-            copy_from_postgres(cur, f"select {cols} from {source}", duck, source)
+            if _exists(cur, source):
+                _fetch(cur, source, duck, source)
         if site is not None:
             from omop_etl.pipeline import STAGE_RECORDS
 
@@ -597,8 +599,7 @@ def results_snapshot(target: Target, site: str | None = None) -> duckdb.DuckDBPy
                 source = f"{stage}.{table}"
                 duck.execute(STAGE_RECORDS[table].format(schema=stage))
                 if _exists(cur, source):
-                    cols = ", ".join(quote_ident(n) for n, _ in _columns(duck, source))
-                    copy_from_postgres(cur, f"select {cols} from {source}", duck, source)
+                    _fetch(cur, source, duck, source)
     return duck
 
 

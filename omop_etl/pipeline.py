@@ -23,7 +23,6 @@ import re
 import shutil
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -692,56 +691,34 @@ def _deliver_to(
 
 
 def summarize(con: duckdb.DuckDBPyConnection, batch: Batch) -> RunSummary:
-    """The run's summary, from the records it delivered (the outbox in its scratch)."""
+    """The run's summary, from the records it delivered (the outbox in its scratch), with
+    its files in the spec's order and their flags."""
     out = batch.outbox.sql
-    key = [batch.run_id]
-    recorded = dict(
-        con.execute(
-            f"select cdm_table, rows from {out}.row_counts where run_id = ?", key
-        ).fetchall()
-    )
-    coverage = con.execute(
-        f"select cdm_table, mapped_rows, rows from {out}.mapping_coverage where run_id = ?", key
-    ).fetchall()
-
-    def by_rule(kind: str) -> dict[str, int]:
-        rows = con.execute(
-            f"select rule, sum(rows)::bigint from {out}.reject_counts where kind = ? "
-            "group by rule order by 2 desc, rule",
-            [kind],
-        ).fetchall()
-        return {rule: n for rule, n in rows}
-
-    (unmapped,) = con.execute(f"select count(*) from {out}.unmapped_codes").fetchone()
-    return RunSummary(
-        site=batch.site,
-        batch_id=batch.batch_id,
-        warehouse=batch.target,
-        cdm_schema=batch.cdm,
-        rows={t: recorded.get(t, 0) for t in schema.cdm_tables()},
-        files=batch.files,
-        rejects_by_rule=by_rule("reject"),
-        flags_by_rule=by_rule("flag"),
-        mapping={t: (m, n) for t, m, n in coverage},
-        checks=dict(Counter(c.status for c in batch.checks)),
-        contracts=(sum(c.success for c in batch.contracts), len(batch.contracts)),
-        run_id=batch.run_id,
-        unmapped_codes=unmapped,
-    )
+    summary = recorded_summary(con, batch.run_id, results_schema=out, stage=out)
+    summary.files, summary.warehouse = batch.files, batch.target
+    return summary
 
 
-def recorded_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSummary:
-    """The summary of an earlier run, from what it recorded in a DuckDB warehouse (its
-    run log entry and results; the reconciliation and unmapped codes its batch keeps)."""
+def recorded_summary(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    results_schema: str = results.SCHEMA,
+    stage: str | None = None,
+) -> RunSummary:
+    """The summary of a run, from what it recorded (DuckDB): its run log entry and
+    results in ``results_schema``, the reconciliation and unmapped codes its batch keeps
+    in ``stage`` (default: the site's stage schema)."""
+    res = results_schema
     found = con.execute(
-        "select site, batch_id, status, epoch(finished_at - started_at) from results.run_log "
+        f"select site, batch_id, status, epoch(finished_at - started_at) from {res}.run_log "
         "where run_id = ?",
         [run_id],
     ).fetchall()
     if not found:
         raise EtlError(f"no run {run_id} in the warehouse's run log")
     site, batch_id, status, seconds = found[0]
-    stage = quote_ident(settings.stage_schema(site))
+    stage = stage or quote_ident(settings.stage_schema(site))
     key = [run_id]
     files = [
         FileResult(*row)
@@ -754,7 +731,7 @@ def recorded_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSummary:
 
     def by(table: str, kind: str) -> dict[str, int]:
         rows = con.execute(
-            f"select rule, sum(rows)::bigint from results.{table} where run_id = ? and kind = ? "
+            f"select rule, sum(rows)::bigint from {res}.{table} where run_id = ? and kind = ? "
             "group by rule order by 2 desc, rule",
             [run_id, kind],
         ).fetchall()
@@ -762,16 +739,16 @@ def recorded_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSummary:
 
     recorded = dict(
         con.execute(
-            "select cdm_table, rows from results.row_counts where run_id = ?", key
+            f"select cdm_table, rows from {res}.row_counts where run_id = ?", key
         ).fetchall()
     )
     checks = dict(
         con.execute(
-            "select status, count(*) from results.check_results where run_id = ? group by 1", key
+            f"select status, count(*) from {res}.check_results where run_id = ? group by 1", key
         ).fetchall()
     )
     (passed, run) = con.execute(
-        "select count(*) filter (where success), count(*) from results.contract_results "
+        f"select count(*) filter (where success), count(*) from {res}.contract_results "
         "where run_id = ?",
         key,
     ).fetchone()
@@ -779,7 +756,7 @@ def recorded_summary(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSummary:
         f"select count(*) from {stage}.unmapped_codes where batch_id = ?", [batch_id]
     ).fetchone()
     coverage = con.execute(
-        "select cdm_table, mapped_rows, rows from results.mapping_coverage where run_id = ?", key
+        f"select cdm_table, mapped_rows, rows from {res}.mapping_coverage where run_id = ?", key
     ).fetchall()
     return RunSummary(
         site=site,

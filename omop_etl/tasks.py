@@ -14,6 +14,7 @@ retries. Return values are counts and ids, never row contents: they land in XCom
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 def target() -> Target:
     """The warehouse: OMOP_ETL_WAREHOUSE, else the Airflow Connection, else the default."""
-    import os
-
     if os.environ.get("OMOP_ETL_WAREHOUSE"):
         return parse_target(None)
     uri = _airflow_warehouse_uri()

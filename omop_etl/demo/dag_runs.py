@@ -148,25 +148,21 @@ def run_demo_dags(
     target: Target,
     export: Path,
     dashboard: Path,
-    sites: list[str] | dict[str, list[str]],
+    batches: dict[str, list[str]],
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[DagRunOutcome]]:
     """Every batch of the sites through their DAGs, then the consortium DAG once.
 
-    ``sites`` lists the sites (each runs until no batch is left unpublished) or maps
-    each site to the batches to run, in order. The warehouse must hold the vocabulary
-    already (``omop-etl vocab load``).
+    ``batches`` maps each site to the batches to run, in order. The warehouse must hold
+    the vocabulary already (``omop-etl vocab load``).
     """
     outcomes: dict[str, list[DagRunOutcome]] = {}
     with airflow_session(pipeline_environment(target, export, dashboard)) as dags:
-        for site in sites:
+        for site, ids in batches.items():
             dag = dags[site_dag_id(site)]
             if progress:
                 progress(f"DAG {dag.dag_id}")
-            if isinstance(sites, dict):
-                outcomes[site] = run_batches(dag, sites[site])
-            else:
-                outcomes[site] = run_site_batches(dag)
+            outcomes[site] = run_batches(dag, ids)
         if progress:
             progress("DAG omop_consortium")
         consortium = run_dag(dags["omop_consortium"])
