@@ -500,25 +500,26 @@ def vocabulary_status(
 # Local code maps
 
 
-_DATE_FORMS = "[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+# The most bad rows of one code map an error lists; it counts the others.
+MAX_LISTED_BAD_ROWS = 20
 
 
 def _map_date(source: str, default: str) -> str:
-    """SQL for a code-map date: YYYYMMDD, YYYY-MM-DD or empty (then `default`)."""
+    """SQL for a code-map date: YYYYMMDD, YYYY-MM-DD or empty (then `default`); NULL when
+    it is none of these."""
     return (
         f"CASE WHEN {source} IS NULL THEN DATE {literal(default)} "
         f"WHEN regexp_full_match({source}, '[0-9]{{8}}') "
-        f"THEN CAST(strptime({source}, '%Y%m%d') AS DATE) "
-        f"ELSE CAST(strptime({source}, '%Y-%m-%d') AS DATE) END"
+        f"THEN CAST(try_strptime({source}, '%Y%m%d') AS DATE) "
+        f"WHEN regexp_full_match({source}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+        f"THEN CAST(try_strptime({source}, '%Y-%m-%d') AS DATE) END"
     )
 
 
-def _map_date_problem(source: str, column: str) -> str:
+def _map_date_problem(source: str, parsed: str, column: str) -> str:
     return (
-        f"CASE WHEN {source} IS NOT NULL AND NOT (regexp_full_match({source}, '{_DATE_FORMS}') "
-        f"AND coalesce(try_strptime({source}, '%Y%m%d'), try_strptime({source}, '%Y-%m-%d')) "
-        f"IS NOT NULL) THEN 'column {column}: \"' || {source} || "
-        f"'\" is not a date (YYYY-MM-DD or YYYYMMDD)' END"
+        f"CASE WHEN {source} IS NOT NULL AND {parsed} IS NULL THEN 'column {column}: \"' || "
+        f"{source} || '\" is not a date (YYYY-MM-DD or YYYYMMDD)' END"
     )
 
 
@@ -550,6 +551,10 @@ class _CodeMapFile:
     @property
     def target_column(self) -> str:
         return {"stcm": "target_concept_id", "usagi": "conceptId"}.get(self.kind, "targetConceptId")
+
+    @property
+    def vocabulary_column(self) -> str:
+        return "target_vocabulary_id" if self.kind == "stcm" else "targetVocabularyId"
 
     @property
     def code_column(self) -> str:
@@ -626,27 +631,87 @@ def _stage_code_map(
     )
 
 
+def _checked_rows(rows_sql: str, concept: str) -> str:
+    """The staged rows with their typed values and what the concept table knows of their
+    source and target concepts (NULL where it has no such concept)."""
+    return (
+        "SELECT r.*, "
+        "TRY_CAST(r.source_concept_id AS INTEGER) AS source_id, "
+        "TRY_CAST(r.target_concept_id AS INTEGER) AS target_id, "
+        f"{_map_date('r.valid_start_date', DEFAULT_VALID_START)} AS start_date, "
+        f"{_map_date('r.valid_end_date', DEFAULT_VALID_END)} AS end_date, "
+        "s.concept_id AS source_known, t.concept_id AS target_known, "
+        "t.vocabulary_id AS target_vocabulary, t.standard_concept AS target_standard, "
+        "t.invalid_reason AS target_invalid "
+        f"FROM ({rows_sql}) AS r "
+        f"LEFT JOIN {concept} AS s ON s.concept_id = TRY_CAST(r.source_concept_id AS INTEGER) "
+        f"LEFT JOIN {concept} AS t ON t.concept_id = TRY_CAST(r.target_concept_id AS INTEGER)"
+    )
+
+
 def _code_map_problems(item: _CodeMapFile) -> list[str]:
-    """SQL checks over the staged rows `r`; each gives a problem text or NULL."""
+    """SQL checks over the checked rows `r`, in order; each gives a problem text or NULL.
+
+    Target concept 0 is an explicit "no matching concept". Any other target must be a
+    valid standard concept, as only those count as mapped in the transforms; a map row
+    that is itself retired (invalid_reason set) is not used, so it may keep an old target.
+    """
+    target = "'target concept ' || r.target_id"
+    only_standard = "the transforms count only valid standard concepts as mapped"
     return [
         _required_problem("r.source_code", item.code_column),
         _required_problem("r.source_vocabulary_id", "source_vocabulary_id"),
         _int_problem("r.source_concept_id", "source_concept_id", required=True),
         _int_problem("r.target_concept_id", item.target_column, required=True),
-        _map_date_problem("r.valid_start_date", "valid_start_date"),
-        _map_date_problem("r.valid_end_date", "valid_end_date"),
-        "CASE WHEN length(r.invalid_reason) > 1 THEN 'column invalid_reason: \"' || "
-        "r.invalid_reason || '\" is not a one-letter reason (D or U)' END",
-        "CASE WHEN r.target_vocabulary_id IS NULL AND r.known_concept IS NULL "
-        "AND TRY_CAST(r.target_concept_id AS INTEGER) <> 0 "
-        f"THEN 'column {item.target_column}: concept ' || r.target_concept_id || "
-        "' is not in the loaded vocabulary (load the vocabulary first, or give "
-        "target_vocabulary_id)' END",
+        _map_date_problem("r.valid_start_date", "r.start_date", "valid_start_date"),
+        _map_date_problem("r.valid_end_date", "r.end_date", "valid_end_date"),
+        "CASE WHEN NOT regexp_full_match(r.invalid_reason, '[A-Za-z]') "
+        "THEN 'column invalid_reason: \"' || r.invalid_reason || "
+        "'\" is not a one-letter reason (D or U)' END",
+        f"CASE WHEN r.target_id <> 0 AND r.target_known IS NULL "
+        f"THEN {target} || ' is not in the vocabulary' END",
+        f"CASE WHEN r.target_id <> 0 AND r.target_vocabulary_id <> r.target_vocabulary "
+        f"THEN {target} || ' is in vocabulary ' || r.target_vocabulary || ', not in ' "
+        f"|| r.target_vocabulary_id || ' as {item.vocabulary_column} says' END",
+        f"CASE WHEN r.target_id <> 0 AND r.invalid_reason IS NULL "
+        f"AND r.target_invalid IS NOT NULL THEN {target} || ' is invalid (invalid_reason ' "
+        f"|| r.target_invalid || '); {only_standard}' END",
+        f"CASE WHEN r.target_id <> 0 AND r.invalid_reason IS NULL "
+        f"AND r.target_standard IS DISTINCT FROM 'S' THEN {target} || ' is not standard "
+        f"(standard_concept ' || coalesce(r.target_standard, 'empty') || '); {only_standard}' END",
+        "CASE WHEN r.source_id <> 0 AND r.source_known IS NULL "
+        "THEN 'source concept ' || r.source_id || ' is not in the vocabulary' END",
+        "CASE WHEN r.start_date > r.end_date THEN 'valid_end_date ' || r.end_date || "
+        "' is before valid_start_date ' || r.start_date END",
     ]
 
 
+def _bad_rows(con: duckdb.DuckDBPyConnection, item: _CodeMapFile, table: str) -> str | None:
+    """What is wrong with the file's checked rows in `table`: one line per bad row (the
+    first MAX_LISTED_BAD_ROWS, in file order), or None when every row is fine."""
+    problems = ", ".join(_code_map_problems(item))
+    rows = con.execute(
+        "SELECT line, source_code, problem, count(*) OVER () AS bad FROM ("
+        f"SELECT r.line, r.source_code, coalesce({problems}) AS problem FROM {table} AS r"
+        f") WHERE problem IS NOT NULL ORDER BY line LIMIT {MAX_LISTED_BAD_ROWS}"
+    ).fetchall()
+    if not rows:
+        return None
+    bad = int(rows[0][3])
+    lines = [f"code map {item.path}: {_rows(bad, 'bad row')}, nothing was loaded:"]
+    for line, code, problem, _ in rows:
+        lines.append(f"  line {line}, {'no code' if code is None else f'code {code}'}: {problem}")
+    if bad > len(rows):
+        lines.append(f"  … and {_rows(bad - len(rows), 'more bad row')}")
+    return "\n".join(lines)
+
+
+def _rows(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _csv_error(path: Path, error: duckdb.Error) -> EtlError:
-    return EtlError(f"{path}: {_short(error)}")
+    return EtlError(f"code map {path}: {_short(error)}; nothing was loaded")
 
 
 def load_code_maps(
@@ -666,7 +731,12 @@ def load_code_maps(
     source_vocabulary_id the files contain are replaced first, so loading the same maps
     again gives the same table. Codes of systems with a canonical form (KCD-7, EDI:
     see ``omop_etl.codes``) are stored in it. A missing target_vocabulary_id is taken from
-    the loaded concept table. Nothing is changed when any row is bad.
+    the loaded concept table.
+
+    Every row of every file is checked against the loaded vocabulary first (the target is
+    0 or a valid standard concept of the vocabulary the row names, a source concept
+    exists, dates parse and start <= end, ...). When any row is bad, nothing is changed
+    and one EtlError lists the bad rows of each file by line, source code and rule.
     """
     items = []
     for raw in paths:
@@ -691,39 +761,22 @@ def load_code_maps(
     names = ", ".join(quote_ident(name) for name in STCM.column_names)
     staged: list[tuple[Path, str]] = []
     try:
+        bad_files = []
         for number, item in enumerate(items):
+            table = f"_codemap_{number}"
             try:
                 rows_sql = _stage_code_map(con, item, vocabulary_id)
                 con.execute(
-                    "CREATE OR REPLACE TEMP TABLE _codemap_rows AS SELECT r.*, "
-                    "c.concept_id AS known_concept, c.vocabulary_id AS known_vocabulary "
-                    f"FROM ({rows_sql}) AS r LEFT JOIN {concept} AS c "
-                    "ON c.concept_id = TRY_CAST(r.target_concept_id AS INTEGER)"
-                )
-                problems = ", ".join(_code_map_problems(item))
-                found = _first_row(
-                    con,
-                    f"SELECT line, problem FROM (SELECT r.line, coalesce({problems}) AS problem "
-                    "FROM _codemap_rows AS r) WHERE problem IS NOT NULL ORDER BY line LIMIT 1",
-                )
-                if found:
-                    raise EtlError(f"{item.path}: line {found[0]}: {found[1]}")
-                table = f"_codemap_{number}"
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT "
-                    f"{normalized_sql('r.source_code', 'r.source_vocabulary_id')} AS source_code, "
-                    "CAST(r.source_concept_id AS INTEGER) AS source_concept_id, "
-                    "r.source_vocabulary_id, r.source_code_description, "
-                    "CAST(r.target_concept_id AS INTEGER) AS target_concept_id, "
-                    "coalesce(r.target_vocabulary_id, r.known_vocabulary, 'None') "
-                    "AS target_vocabulary_id, "
-                    f"{_map_date('r.valid_start_date', DEFAULT_VALID_START)} AS valid_start_date, "
-                    f"{_map_date('r.valid_end_date', DEFAULT_VALID_END)} AS valid_end_date, "
-                    "r.invalid_reason FROM _codemap_rows AS r ORDER BY r.line"
+                    f"CREATE OR REPLACE TEMP TABLE {table} AS {_checked_rows(rows_sql, concept)}"
                 )
                 staged.append((item.path, table))
+                bad = _bad_rows(con, item, table)
             except duckdb.Error as exc:
                 raise _csv_error(item.path, exc) from exc
+            if bad:
+                bad_files.append(bad)
+        if bad_files:
+            raise EtlError("\n".join(bad_files))
 
         union = " UNION ALL ".join(f"SELECT source_vocabulary_id FROM {t}" for _, t in staged)
         counts: dict[str, int] = {}
@@ -731,7 +784,17 @@ def load_code_maps(
         try:
             con.execute(f"DELETE FROM {target} WHERE source_vocabulary_id IN ({union})")
             for path, table in staged:
-                con.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {table}")
+                con.execute(
+                    f"INSERT INTO {target} ({names}) SELECT "
+                    f"{normalized_sql('r.source_code', 'r.source_vocabulary_id')} AS source_code, "
+                    "r.source_id AS source_concept_id, "
+                    "r.source_vocabulary_id, r.source_code_description, "
+                    "r.target_id AS target_concept_id, "
+                    "coalesce(r.target_vocabulary_id, r.target_vocabulary, 'None') "
+                    "AS target_vocabulary_id, "
+                    "r.start_date AS valid_start_date, r.end_date AS valid_end_date, "
+                    f"r.invalid_reason FROM {table} AS r ORDER BY r.line"
+                )
                 counts[str(path)] = _count_temp(con, table)
             con.execute("COMMIT")
         except duckdb.Error as exc:
@@ -739,7 +802,7 @@ def load_code_maps(
             raise EtlError(f"adding code maps to {target} failed: {exc}") from exc
         return counts
     finally:
-        for table in ["_codemap_raw", "_codemap_rows", *(table for _, table in staged)]:
+        for table in ["_codemap_raw", *(table for _, table in staged)]:
             con.execute(f"DROP TABLE IF EXISTS {table}")
 
 

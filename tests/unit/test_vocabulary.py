@@ -349,6 +349,12 @@ def test_broken_supplement_keeps_the_previous_vocabulary(con, tmp_path):
 # ---------------------------------------------------------------------------------------
 # Local code maps
 
+STCM_HEADER = (
+    "source_code,source_concept_id,source_vocabulary_id,source_code_description,"
+    "target_concept_id,target_vocabulary_id,valid_start_date,valid_end_date,invalid_reason"
+)
+START, END = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
+
 
 def _stcm(con: duckdb.DuckDBPyConnection, vocabulary: str) -> list[tuple]:
     return con.execute(
@@ -359,15 +365,49 @@ def _stcm(con: duckdb.DuckDBPyConnection, vocabulary: str) -> list[tuple]:
     ).fetchall()
 
 
-def test_code_map_in_source_to_concept_map_form(con):
-    load_vocabulary(con, TINY)
+def _code_map(path: Path, *rows: str) -> Path:
+    """A code map file with the source_to_concept_map columns and these rows (line 2 on)."""
+    path.write_text("\n".join([STCM_HEADER, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _load_error(con: duckdb.DuckDBPyConnection, paths: list[Path], **kwargs) -> str:
+    with pytest.raises(EtlError) as caught:
+        load_code_maps(con, paths, **kwargs)
+    return str(caught.value)
+
+
+@pytest.fixture
+def tiny_with_mmhg(tmp_path: Path) -> Path:
+    """The tiny folder plus mm[Hg] (8876, UCUM), the unit its code maps map to."""
+    folder = _copy_tiny(tmp_path)
+    with (folder / "CONCEPT.csv").open("a", encoding="utf-8") as stream:
+        stream.write(
+            "8876\tmillimeter mercury column\tUnit\tUCUM\tUnit\tS\tmm[Hg]\t19700101\t20991231\t\n"
+        )
+    with (folder / "VOCABULARY.csv").open("a", encoding="utf-8") as stream:
+        stream.write("UCUM\tUnified Code for Units of Measure\tUCUM\t\t44819107\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_vocab(tiny) -> duckdb.DuckDBPyConnection:
+    """A warehouse holding the conftest tiny vocabulary (TINY_CONCEPTS): standard SNOMED
+    1001/1002, LOINC 2001, non-standard ICD10CM 3001/3002, concept 0."""
+    tiny.load_vocabulary()
+    connection = duckdb.connect(tiny.warehouse.location)
+    yield connection
+    connection.close()
+
+
+def test_code_map_in_source_to_concept_map_form(con, tiny_with_mmhg):
+    load_vocabulary(con, tiny_with_mmhg)
     counts = load_code_maps(con, [CODEMAPS / "site_units.csv"])
     assert counts == {str(CODEMAPS / "site_units.csv"): 3}
-    start, end = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
     assert _stcm(con, "Site units") == [
-        ("mmHg", 0, 'millimetre of mercury, "mm Hg"', 8876, "UCUM", dt.date(2020, 1, 1), end, None),
-        ("mm[Hg]", 0, "mm[Hg]", 8876, "UCUM", dt.date(2020, 1, 1), end, None),
-        ("sys", 0, "systolic", 3004249, "LOINC", start, end, None),
+        ("mmHg", 0, 'millimetre of mercury, "mm Hg"', 8876, "UCUM", dt.date(2020, 1, 1), END, None),
+        ("mm[Hg]", 0, "mm[Hg]", 8876, "UCUM", dt.date(2020, 1, 1), END, None),
+        ("sys", 0, "systolic", 3004249, "LOINC", START, END, None),
     ]
 
 
@@ -375,23 +415,21 @@ def test_code_map_in_usagi_form(con):
     load_vocabulary(con, TINY, supplement=TINY_SUPPLEMENT)
     path = CODEMAPS / "usagi_gender.csv"
     assert load_code_maps(con, [path], vocabulary_id="Site gender") == {str(path): 3}
-    start, end = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
     # Only APPROVED rows of mapping type MAPS_TO; concept 0 is an explicit "no match".
     assert _stcm(con, "Site gender") == [
-        ("F", 0, 'Female, "F"', 8532, "Gender", start, end, None),
-        ("M", 0, "Male", 8507, "Gender", start, end, None),
-        ("X", 0, "Other", 0, "None", start, end, None),
+        ("F", 0, 'Female, "F"', 8532, "Gender", START, END, None),
+        ("M", 0, "Male", 8507, "Gender", START, END, None),
+        ("X", 0, "Other", 0, "None", START, END, None),
     ]
 
 
-def test_code_map_in_usagi_review_form(con):
-    load_vocabulary(con, TINY)
+def test_code_map_in_usagi_review_form(con, tiny_with_mmhg):
+    load_vocabulary(con, tiny_with_mmhg)
     path = CODEMAPS / "usagi_review.csv"
     assert load_code_maps(con, [path], vocabulary_id="Site vitals") == {str(path): 2}
-    start, end = dt.date(1970, 1, 1), dt.date(2099, 12, 31)
     assert _stcm(con, "Site vitals") == [
-        ("MMHG", 0, "mm Hg", 8876, "UCUM", start, end, None),
-        ("SBP", 0, "Systolic BP", 3004249, "LOINC", start, end, None),
+        ("MMHG", 0, "mm Hg", 8876, "UCUM", START, END, None),
+        ("SBP", 0, "Systolic BP", 3004249, "LOINC", START, END, None),
     ]
 
 
@@ -416,8 +454,8 @@ def test_code_maps_reload_is_idempotent_and_keep_other_vocabularies(con):
     assert per_vocabulary == {"Synthea units": 2, "Site units": 3, "Site gender": 3}
 
 
-def test_code_map_replaces_rows_of_its_vocabulary(con, tmp_path):
-    load_vocabulary(con, TINY)
+def test_code_map_replaces_rows_of_its_vocabulary(con, tmp_path, tiny_with_mmhg):
+    load_vocabulary(con, tiny_with_mmhg)
     load_code_maps(con, [CODEMAPS / "site_units.csv"])
     smaller = tmp_path / "site_units.csv"
     lines = (CODEMAPS / "site_units.csv").read_text(encoding="utf-8").splitlines()
@@ -426,40 +464,189 @@ def test_code_map_replaces_rows_of_its_vocabulary(con, tmp_path):
     assert [row[0] for row in _stcm(con, "Site units")] == ["mmHg"]
 
 
+def test_good_code_map_loads_every_row_as_written(tiny_vocab, tmp_path):
+    path = _code_map(
+        tmp_path / "kcd7.csv",
+        "E11.9,0,KCD7,type 2,1001,SNOMED,2020-01-01,20211231,",
+        "E10,3001,KCD7,type 1,1002,,,,",
+        "X00,,KCD7,no match,0,,,,",
+        # a retired map row may keep its old, non-standard target: the transforms skip it
+        "E11,0,KCD7,old map,3001,ICD10CM,1970-01-01,2019-12-31,D",
+        "R03,0,KCD7,blood pressure,2001,LOINC,2021-01-01,2021-01-01,",
+    )
+    assert load_code_maps(tiny_vocab, [path]) == {str(path): 5}
+    assert _stcm(tiny_vocab, "KCD7") == [
+        ("E10", 3001, "type 1", 1002, "SNOMED", START, END, None),
+        ("E11", 0, "old map", 3001, "ICD10CM", START, dt.date(2019, 12, 31), "D"),
+        ("E119", 0, "type 2", 1001, "SNOMED", dt.date(2020, 1, 1), dt.date(2021, 12, 31), None),
+        ("R03", 0, "blood pressure", 2001, "LOINC", dt.date(2021, 1, 1), dt.date(2021, 1, 1), None),
+        ("X00", 0, "no match", 0, "None", START, END, None),
+    ]
+
+
 @pytest.mark.parametrize(
-    ("line", "text", "expected"),
+    ("row", "problem"),
     [
-        (3, "mm[Hg],0,Site units,mm[Hg],abc,UCUM,,,", r"line 3: column target_concept_id: \"abc\""),
-        (2, "mmHg,0,Site units,mm Hg,8876,UCUM,2020-13-01,,", r"line 2: column valid_start_date"),
-        (4, "sys,,,systolic,3004249,,,,", r"line 4: column source_vocabulary_id: value is missing"),
         (
-            4,
-            "sys,,Site units,systolic,123456,,,,",
-            r"line 4: column target_concept_id: concept 123456",
+            "E11.9,0,KCD7,diabetes,99999999,SNOMED,,,",
+            "target concept 99999999 is not in the vocabulary",
         ),
-        (3, "mm[Hg],0,Site units,mm[Hg]", r"line 3: Expected Number of Columns: 9 Found: 4"),
+        (
+            "E11.9,0,KCD7,diabetes,99999999,,,,",
+            "target concept 99999999 is not in the vocabulary",
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,1001,LOINC,,,",
+            "target concept 1001 is in vocabulary SNOMED, "
+            "not in LOINC as target_vocabulary_id says",
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,3001,ICD10CM,,,",
+            "target concept 3001 is not standard (standard_concept empty); "
+            "the transforms count only valid standard concepts as mapped",
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,1001,SNOMED,2021-01-01,2020-01-01,",
+            "valid_end_date 2020-01-01 is before valid_start_date 2021-01-01",
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,1001,SNOMED,21000101,,",
+            "valid_end_date 2099-12-31 is before valid_start_date 2100-01-01",
+        ),
+        (
+            "E11.9,123,KCD7,diabetes,1001,SNOMED,,,",
+            "source concept 123 is not in the vocabulary",
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,1001,SNOMED,2020-02-30,,",
+            'column valid_start_date: "2020-02-30" is not a date (YYYY-MM-DD or YYYYMMDD)',
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,1001,SNOMED,,2020/01/01,",
+            'column valid_end_date: "2020/01/01" is not a date (YYYY-MM-DD or YYYYMMDD)',
+        ),
+        (
+            "E11.9,0,KCD7,diabetes,1001,SNOMED,,,DU",
+            'column invalid_reason: "DU" is not a one-letter reason (D or U)',
+        ),
+        ("E11.9,0,KCD7,diabetes,,SNOMED,,,", "column target_concept_id: value is missing"),
+        ("E11.9,0,,diabetes,1001,SNOMED,,,", "column source_vocabulary_id: value is missing"),
     ],
 )
-def test_bad_code_map_row_names_file_line_and_column(con, tmp_path, line, text, expected):
+def test_bad_code_map_row_is_refused_with_line_code_and_rule(tiny_vocab, tmp_path, row, problem):
+    load_code_maps(tiny_vocab, [_code_map(tmp_path / "kcd7.csv", "I10,0,KCD7,x,1002,,,,")])
+    path = _code_map(tmp_path / "broken.csv", "I10,0,KCD7,hypertension,1001,SNOMED,,,", row)
+    assert _load_error(tiny_vocab, [path]) == (
+        f"code map {path}: 1 bad row, nothing was loaded:\n  line 3, code E11.9: {problem}"
+    )
+    # nothing of the broken file was applied: the KCD7 rows are the earlier ones
+    assert _stcm(tiny_vocab, "KCD7") == [("I10", 0, "x", 1002, "SNOMED", START, END, None)]
+
+
+def test_row_without_source_code(tiny_vocab, tmp_path):
+    path = _code_map(tmp_path / "kcd7.csv", ",0,KCD7,diabetes,1001,SNOMED,,,")
+    assert _load_error(tiny_vocab, [path]) == (
+        f"code map {path}: 1 bad row, nothing was loaded:\n"
+        "  line 2, no code: column source_code: value is missing"
+    )
+
+
+def test_invalid_target_concept_is_refused(con, tmp_path):
     load_vocabulary(con, TINY)
-    load_code_maps(con, [CODEMAPS / "site_units.csv"])
-    broken = tmp_path / "broken_units.csv"
-    shutil.copy(CODEMAPS / "site_units.csv", broken)
-    _replace_line(broken, line, text)
-    with pytest.raises(EtlError, match=r"broken_units\.csv: " + expected):
-        load_code_maps(con, [broken])
-    assert len(_stcm(con, "Site units")) == 3  # nothing of the broken file was applied
+    path = _code_map(tmp_path / "death.csv", "dead,0,Site death,deceased,38003565,,,,")
+    assert _load_error(con, [path]) == (
+        f"code map {path}: 1 bad row, nothing was loaded:\n"
+        "  line 2, code dead: target concept 38003565 is invalid (invalid_reason D); "
+        "the transforms count only valid standard concepts as mapped"
+    )
 
 
-def test_bad_usagi_row(con, tmp_path):
-    load_vocabulary(con, TINY, supplement=TINY_SUPPLEMENT)
+def test_every_bad_row_of_every_file_is_listed_and_nothing_is_loaded(tiny_vocab, tmp_path):
+    good = _code_map(tmp_path / "good.csv", "C1,0,Site conditions,one,1001,,,,")
+    kcd7 = _code_map(
+        tmp_path / "kcd7.csv",
+        "E11.9,0,KCD7,diabetes,99999999,SNOMED,,,",
+        "E10,0,KCD7,type 1,1002,SNOMED,,,",
+        "I10,0,KCD7,hypertension,1001,SNOMED,2021-01-01,2020-01-01,",
+        "J45,0,KCD7,asthma,3002,,,,",
+    )
+    edi = _code_map(tmp_path / "edi.csv", "641203250,0,EDI,iron,2001,RxNorm,,,")
+    assert _load_error(tiny_vocab, [good, kcd7, edi]) == (
+        f"code map {kcd7}: 3 bad rows, nothing was loaded:\n"
+        "  line 2, code E11.9: target concept 99999999 is not in the vocabulary\n"
+        "  line 4, code I10: valid_end_date 2020-01-01 is before valid_start_date 2021-01-01\n"
+        "  line 5, code J45: target concept 3002 is not standard (standard_concept empty); "
+        "the transforms count only valid standard concepts as mapped\n"
+        f"code map {edi}: 1 bad row, nothing was loaded:\n"
+        "  line 2, code 641203250: target concept 2001 is in vocabulary LOINC, "
+        "not in RxNorm as target_vocabulary_id says"
+    )
+    rows = tiny_vocab.execute("SELECT count(*) FROM vocab.source_to_concept_map").fetchone()
+    assert rows == (0,)
+
+
+def test_more_than_twenty_bad_rows_are_counted(tiny_vocab, tmp_path):
+    path = _code_map(
+        tmp_path / "kcd7.csv", *(f"A{i:02},0,KCD7,code {i},{9000 + i},,,," for i in range(25))
+    )
+    listed = "".join(
+        f"\n  line {i + 2}, code A{i:02}: target concept {9000 + i} is not in the vocabulary"
+        for i in range(20)
+    )
+    assert _load_error(tiny_vocab, [path]) == (
+        f"code map {path}: 25 bad rows, nothing was loaded:{listed}\n  … and 5 more bad rows"
+    )
+
+
+@pytest.mark.parametrize(
+    ("concept", "problem"),
+    [
+        ("eight", 'column conceptId: "eight" is not an integer'),
+        ("4242", "target concept 4242 is not in the vocabulary"),
+        (
+            "3001",
+            "target concept 3001 is not standard (standard_concept empty); "
+            "the transforms count only valid standard concepts as mapped",
+        ),
+    ],
+)
+def test_bad_usagi_concept(tiny_vocab, tmp_path, concept, problem):
     broken = tmp_path / "usagi.csv"
     shutil.copy(CODEMAPS / "usagi_gender.csv", broken)
     _replace_line(
-        broken, 2, "M,Male,120,,1.00,APPROVED,EQUAL,jdoe,1,eight,MALE,Gender,MAPS_TO,,jdoe,1,"
+        broken,
+        3,
+        f"F,Female,98,,1.00,APPROVED,EQUAL,jdoe,1,{concept},FEMALE,Gender,MAPS_TO,,jdoe,1,",
     )
-    with pytest.raises(EtlError, match=r"usagi\.csv: line 2: column conceptId: \"eight\""):
-        load_code_maps(con, [broken])
+    assert _load_error(tiny_vocab, [broken], vocabulary_id="Site gender") == (
+        f"code map {broken}: 1 bad row, nothing was loaded:\n  line 3, code F: {problem}"
+    )
+
+
+def test_bad_usagi_review_vocabulary(con, tmp_path, tiny_with_mmhg):
+    load_vocabulary(con, tiny_with_mmhg)
+    broken = tmp_path / "review.csv"
+    shutil.copy(CODEMAPS / "usagi_review.csv", broken)
+    _replace_line(
+        broken,
+        3,
+        "MMHG,mm Hg,12,,1.00,8876,millimeter mercury column,LOINC,Unit,S,0,0,Unit,mm[Hg],"
+        "1970-01-01,2099-12-31,",
+    )
+    assert _load_error(con, [broken]) == (
+        f"code map {broken}: 1 bad row, nothing was loaded:\n  line 3, code MMHG: "
+        "target concept 8876 is in vocabulary UCUM, not in LOINC as targetVocabularyId says"
+    )
+
+
+def test_unreadable_code_map_row(con, tmp_path, tiny_with_mmhg):
+    load_vocabulary(con, tiny_with_mmhg)
+    broken = tmp_path / "broken_units.csv"
+    shutil.copy(CODEMAPS / "site_units.csv", broken)
+    _replace_line(broken, 3, "mm[Hg],0,Site units,mm[Hg]")
+    assert _load_error(con, [broken]) == (
+        f"code map {broken}: line 3: Expected Number of Columns: 9 Found: 4; nothing was loaded"
+    )
 
 
 def test_unknown_code_map_layout(con, tmp_path):
