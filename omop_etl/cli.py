@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="site spec commands").add_subparsers(metavar="ACTION")
     check = spec.add_parser("check", help="validate a site spec")
     check.add_argument("name", help="a spec name under mappings/sites/, or a path to a YAML file")
+    check.add_argument(
+        "--input",
+        type=Path,
+        help="also check an export (a batch folder, or a folder of them) against the spec: "
+        "files, headers, column names, spec SQL — everything a run checks before reading",
+    )
     check.set_defaults(handler=cmd_spec_check)
 
     report = sub.add_parser("report", help="reports").add_subparsers(metavar="ACTION")
@@ -292,10 +298,11 @@ def _load_vocabulary(target, folder: Path | None) -> dict[str, int]:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from omop_etl.pipeline import batch_folders, run_export, run_site
+    from omop_etl.spec import load_spec
     from omop_etl.warehouse import parse_target
 
     target = parse_target(args.warehouse)
-    if args.batch_id or batch_folders(args.input) == [args.input]:
+    if args.batch_id or batch_folders(args.input, load_spec(args.site)) == [args.input]:
         with _status(f"Site {args.site}") as update:
             summary = run_site(
                 args.site,
@@ -324,9 +331,22 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_spec_check(args: argparse.Namespace) -> None:
-    from omop_etl.spec import load_spec
+    from omop_etl.spec import check_id_block, load_spec
 
     spec = load_spec(args.name)
+    check_id_block(spec)
+    if args.input is not None:
+        from omop_etl.extract.batch import check_export
+        from omop_etl.pipeline import batch_folders
+
+        problems = [
+            p for folder in batch_folders(args.input, spec) for p in check_export(spec, folder)
+        ]
+        if problems:
+            listed = "\n".join(f"  {p}" for p in problems)
+            raise EtlError(
+                f"site {spec.site}: the export has {len(problems)} problem(s):\n{listed}"
+            )
     used = [f for f in spec.files if not f.skip]
     console.print(
         f"[green]ok[/] spec {spec.site} ({spec.path}): {len(used)} file(s) mapped, "

@@ -106,9 +106,22 @@ def _columns(duck: duckdb.DuckDBPyConnection, table_sql: str) -> list[tuple[str,
 
 
 def _create_like(cur, duck: duckdb.DuckDBPyConnection, duck_table: str, pg_table: str) -> None:
-    """A PostgreSQL table with the columns of a DuckDB table (types mapped), if missing."""
-    cols = ", ".join(f"{quote_ident(n)} {pg_type(t)}" for n, t in _columns(duck, duck_table))
+    """A PostgreSQL table with the columns of a DuckDB table (types mapped), if missing;
+    a table of an older release gets the columns it lacks."""
+    columns = _columns(duck, duck_table)
+    cols = ", ".join(f"{quote_ident(n)} {pg_type(t)}" for n, t in columns)
     cur.execute(f"create table if not exists {pg_table} ({cols})")
+    cur.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
+        "and not attisdropped",
+        [pg_table],
+    )
+    have = {row[0] for row in cur.fetchall()}
+    for name, duck_type in columns:
+        if name not in have:  # ALTER locks the table: only for what is missing
+            cur.execute(
+                f"alter table {pg_table} add column {quote_ident(name)} {pg_type(duck_type)}"
+            )
 
 
 def _ship(cur, duck: duckdb.DuckDBPyConnection, source: str, dest: str, *, fault: bool = False):

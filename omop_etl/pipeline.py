@@ -41,8 +41,9 @@ from omop_etl.extract import (
     FileResult,
     extract_site,
 )
+from omop_etl.extract.files import holds_export
 from omop_etl.privacy import site_key
-from omop_etl.spec import SiteSpec, load_spec
+from omop_etl.spec import SiteSpec, check_id_block, load_spec
 from omop_etl.sql import Ident, literal, quote_ident
 from omop_etl.staging import TARGETS, staging_ddl
 from omop_etl.warehouse import Target, connect, connect_engine
@@ -223,6 +224,7 @@ def new_batch(
     starts over) and its state is saved there after every stage.
     """
     spec = load_spec(site)
+    check_id_block(spec)
     if not input_dir.is_dir():
         raise EtlError(f"site {spec.site}: input folder {input_dir} does not exist")
     site_key(spec.site, demo=demo_key)  # no secret, no run
@@ -406,6 +408,7 @@ def extract(con: duckdb.DuckDBPyConnection, batch: Batch, progress: Progress | N
         batch.work,
         batch.batch_id,
         key=site_key(spec.site, demo=batch.demo_key),
+        today=batch.started_at.date(),
         earlier=batch.kept if batch.incremental else None,
         progress=file_progress,
     )
@@ -720,11 +723,15 @@ def recorded_summary(
     site, batch_id, status, seconds = found[0]
     stage = stage or quote_ident(settings.stage_schema(site))
     key = [run_id]
+    # a warehouse delivered to before records counted produced rows has no such columns
+    produced = _has_column(con, f"{stage}.reconciliation", "rows_produced")
+    extra = "rows_produced, records_empty" if produced else "null, 0"
     files = [
         FileResult(*row)
         for row in con.execute(
             f"select source_file, file_path, target, rows_read, rows_loaded, rows_rejected, "
-            f"rows_filtered, note from {stage}.reconciliation where batch_id = ? order by all",
+            f"rows_filtered, note, {extra} from {stage}.reconciliation where batch_id = ? "
+            "order by all",
             [batch_id],
         ).fetchall()
     ]
@@ -775,6 +782,11 @@ def recorded_summary(
         status=status,
         seconds=float(seconds or 0.0),
     )
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table_sql: str, column: str) -> bool:
+    names = [row[0] for row in con.execute(f"describe {table_sql}").fetchall()]
+    return column in names
 
 
 def _import_contract_engine() -> None:
@@ -829,18 +841,30 @@ def _fill_outbox(
     work = batch.work.sql
     con.execute(f"insert into {out}.rejects select ?, * from {work}.rejects", [batch.site])
     files = batch.files
-    recon = [(batch.batch_id, f.source_file, f.path, f.target, *_counts(f), f.note) for f in files]
+    recon = [
+        (
+            batch.batch_id,
+            f.source_file,
+            f.path,
+            f.target,
+            *_counts(f),
+            f.note,
+            f.produced,
+            f.records_empty,
+        )
+        for f in files
+    ]
     if recon:
         con.executemany(
-            f"insert into {out}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?)", recon
+            f"insert into {out}.reconciliation values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", recon
         )
     flags = [
-        (batch.batch_id, f.source_file, f.path, rule, n)
+        (batch.batch_id, f.source_file, f.path, rule, n, f.flag_examples.get(rule))
         for f in files
         for rule, n in sorted(f.flags.items())
     ]
     if flags:
-        con.executemany(f"insert into {out}.flags values (?, ?, ?, ?, ?)", flags)
+        con.executemany(f"insert into {out}.flags values (?, ?, ?, ?, ?, ?)", flags)
     con.execute(
         f"insert into {out}.run_log by name select ? as site, ? as batch_id, ? as status, "
         "now()::timestamp as finished_at, ? as rows_read, ? as rows_loaded, "
@@ -947,6 +971,7 @@ def _deliver_duckdb(con: duckdb.DuckDBPyConnection, batch: Batch, *, publish: bo
         for table in outbox_tables(con):
             if table in STAGE_RECORDS:
                 con.execute(STAGE_RECORDS[table].format(schema=stage))
+                add_missing_columns(con, f"{out}.{table}", f"{stage}.{table}")
                 con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
                 dest = f"{stage}.{table}"
             else:
@@ -1042,8 +1067,18 @@ def _keep_staging(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     for target in TARGETS:
         table = quote_ident(target)
         con.execute(staging_ddl(stage, target))
+        add_missing_columns(con, f"{batch.work.sql}.{table}", f"{stage}.{table}")
         con.execute(f"delete from {stage}.{table} where batch_id = ?", [batch.batch_id])
         con.execute(f"insert into {stage}.{table} by name {kept_staging_sql(batch, target)}")
+
+
+def add_missing_columns(con: duckdb.DuckDBPyConnection, source: str, dest: str) -> None:
+    """Columns of ``source`` that ``dest`` (a lasting table of an older release) lacks,
+    added to it (DuckDB)."""
+    have = {row[0] for row in con.execute(f"describe {dest}").fetchall()}
+    for name, sql_type, *_ in con.execute(f"describe {source}").fetchall():
+        if name not in have:
+            con.execute(f"alter table {dest} add column {quote_ident(name)} {sql_type}")
 
 
 def kept_staging_sql(batch: Batch, target: str) -> str:
@@ -1063,19 +1098,40 @@ def kept_staging_sql(batch: Batch, target: str) -> str:
 def _over_reject_threshold(
     spec: SiteSpec, batch: Batch, con: duckdb.DuckDBPyConnection
 ) -> str | None:
-    """Why the batch may not be published (too many rejects), or None."""
-    read = sum(f.rows_read for f in batch.files)
+    """Why the batch may not be published (too many rejects), or None.
+
+    Rows whose optional date lies outside the date window were kept without it, and
+    count as defects here too."""
+    read = sum(f.produced for f in batch.files)
+    window_flags = {
+        rule: (n, f.flag_examples.get(rule), f.path)
+        for f in batch.files
+        for rule, n in f.flags.items()
+        if rule.startswith("out_of_window:")
+    }
     rejected = sum(f.rows_rejected for f in batch.files)
-    if not read or rejected / read <= spec.max_reject_rate:
+    defects = rejected + sum(n for n, _, _ in window_flags.values())
+    if not read or defects / read <= spec.max_reject_rate:
         return None
     worst = con.execute(
-        f"select rule, count(*) from {batch.work.sql}.rejects group by rule "
-        "order by count(*) desc, rule limit 3"
+        f"select rule, count(*), arg_min(file_path, record_no), min(record_no) "
+        f"from {batch.work.sql}.rejects group by rule order by count(*) desc, rule limit 3"
     ).fetchall()
-    rules = ", ".join(f"{rule} ({n:,})" for rule, n in worst)
+    worst += [(rule, n, path, example) for rule, (n, example, path) in window_flags.items()]
+    worst = sorted(worst, key=lambda w: (-w[1], w[0]))[:3]
+    start, end = spec.window(batch.started_at.date())
+
+    def described(rule: str, n: int, path: str | None, example: int | None) -> str:
+        where = f"e.g. {Path(path).name} record {example}" if path and example else ""
+        if rule.startswith("out_of_window:"):
+            window = f"dates must lie in {start}..{end} (the spec's date_window)"
+            where = f"{window}; {where}" if where else window
+        return f"{rule} ({n:,}; {where})" if where else f"{rule} ({n:,})"
+
+    rules = ", ".join(described(*w) for w in worst)
     return (
-        f"site {spec.site}, batch {batch.batch_id}: {rejected:,} of {read:,} rows rejected "
-        f"({rejected / read:.1%}), over the site's limit of {spec.max_reject_rate:.1%}; "
+        f"site {spec.site}, batch {batch.batch_id}: {defects:,} of {read:,} rows rejected "
+        f"({defects / read:.1%}), over the site's limit of {spec.max_reject_rate:.1%}; "
         f"nothing was published. Worst rules: {rules}. The rejects are in "
         f"{batch.stage}.rejects"
     )
@@ -1174,15 +1230,18 @@ def published_batches(target: Target, site: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def batch_folders(input_dir: Path) -> list[Path]:
+def batch_folders(input_dir: Path, spec: SiteSpec | None = None) -> list[Path]:
     """The dated batches of an export folder, oldest first.
 
-    A folder that holds only folders is a site's export area: each subfolder is one
-    batch (named so that names sort by date, e.g. ``2026-01-31``). Otherwise the
-    folder itself is the one batch.
+    A folder in which the spec's patterns match a file is one batch (its files may be
+    in sub-folders, ``hosp/``, ``icu/``). Otherwise a folder that holds only folders is
+    a site's export area: each subfolder is one batch (named so that names sort by
+    date, e.g. ``2026-01-31``). Otherwise the folder itself is the one batch.
     """
     if not input_dir.is_dir():
         raise EtlError(f"input folder {input_dir} does not exist")
+    if spec is not None and holds_export(input_dir, spec):
+        return [input_dir]
     entries = [p for p in input_dir.iterdir() if not p.name.startswith(".")]
     folders = sorted(p for p in entries if p.is_dir())
     if folders and not any(p.is_file() for p in entries):
@@ -1206,7 +1265,7 @@ def run_export(
     changes nothing).
     """
     spec = load_spec(site)
-    folders = batch_folders(input_dir)
+    folders = batch_folders(input_dir, spec)
     done = set() if rerun else published_batches(target, spec.site)
     summaries, skipped = [], []
     for folder in folders:

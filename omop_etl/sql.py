@@ -31,9 +31,13 @@ def literal(value: Any) -> str:
     "'it''s'"
     >>> literal(8507), literal(None), literal(True)
     ('8507', 'null', 'true')
+    >>> literal(["a", "b"]), literal([])
+    ("['a', 'b']::varchar[]", '[]::varchar[]')
     """
     if value is None:
         return "null"
+    if isinstance(value, list | tuple):  # a list of text
+        return "[" + ", ".join(literal(str(v)) for v in value) + "]::varchar[]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float | Decimal):

@@ -169,6 +169,11 @@ ROW_COLUMNS = {
     "row_key": "UHUGEINT",
     "reject": "VARCHAR",
     "flag": "VARCHAR",  # kept, but something was fixed: `scrubbed:<field>`, `unknown_visit`
+    # the how-manieth copy of rows alike in every mapped value (events and coverage
+    # periods; OMOP keeps repeated events): part of the row's CDM key from the second on
+    "copy_no": "INTEGER",
+    "element_no": "INTEGER",  # which element of its record (files with `each`), else NULL
+    "record_no": "BIGINT",  # the record's number in read order, where the spec needs it
 }
 
 # Staging fields that hold patient ids: pseudonymized as they are read.

@@ -55,6 +55,10 @@ def _engine_config() -> dict[str, object]:
         "autoload_known_extensions": False,
         "memory_limit": settings.duckdb_memory_limit(),
         "preserve_insertion_order": False,
+        # DuckDB 2.0 pushes a cast of a CSV column into the reader, which then refuses
+        # the whole record when one value does not cast (with store_rejects on): a
+        # value rule's failure would cost the record. Staging casts itself (try_cast).
+        "disabled_optimizers": "type_pushdown",
     }
     threads = settings.duckdb_threads()
     if threads:

@@ -1,6 +1,7 @@
--- Incremental sites: a record (same @key) in several batches is taken from the
--- latest batch; its rows of earlier batches are `superseded`, so the CDM shows the
--- newest version once. Run after the duplicate rule, before the referential rules.
+-- Incremental sites: a record (same @key) in several batches is taken from the latest
+-- batch; its rows of earlier batches are `superseded`, so the CDM shows the newest
+-- version once. Run after the duplicate rule and the copy numbers, before the
+-- referential rules.
 
 update @work.@target set reject = 'superseded'
 where rowid in (

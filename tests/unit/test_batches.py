@@ -109,7 +109,10 @@ def test_a_batch_over_the_reject_limit_is_not_published(tiny):
         run_site("tiny", folder, tiny.warehouse)
     message = str(caught.value)
     assert "3 of 4 rows rejected (75.0%), over the site's limit of 20.0%" in message
-    assert "Worst rules: unknown_person (2), invalid_timestamp:start_datetime (1)" in message
+    assert (
+        "Worst rules: unknown_person (2; e.g. diagnoses.csv record 2), "
+        "invalid_timestamp:start_datetime (1; e.g. diagnoses.csv record 4)"
+    ) in message
     assert _checksums(tiny) == before
     assert tiny.query("select status from results.run_log where batch_id = '2020-03-31'") == [
         ("blocked",)

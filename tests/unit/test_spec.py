@@ -127,4 +127,6 @@ def test_new_dialect_keys_are_checked(tmp_path):
     assert "batches: 'weekly' is not one of ['incremental', 'snapshot']" in message
     assert "max_reject_rate: expected a fraction from 0 to 1" in message
     assert "columns.code.transform: a SQL expression over {value}" in message
-    assert "(labs).columns: json paths are for format ndjson only" in message
+    assert "(labs).columns.person_source_value.json: json paths are for format ndjson only" in (
+        message
+    )
