@@ -64,9 +64,13 @@ def case(whens: list[tuple[str, str]]) -> str:
     return "case " + " ".join(f"when {c} then {v}" for c, v in whens) + " end"
 
 
+def _json_paths(rule: ColumnRule) -> tuple[str, ...]:
+    return rule.json_alternatives or ((rule.json,) if rule.json else ())
+
+
 def plain_json_paths(fs: FileSpec) -> list[str]:
     """The JSON paths without filters a file's rules read (extracted in one pass)."""
-    paths = [r.json for r in fs.columns if r.json and not jsonpath.has_filter(r.json)]
+    paths = [p for r in fs.columns for p in _json_paths(r) if not jsonpath.has_filter(p)]
     return list(dict.fromkeys(paths))
 
 
@@ -78,10 +82,13 @@ def value_expr(rule: ColumnRule, source: Source, alias: str = SRC) -> str:
         raw = f"cast({alias}.{quote_ident(rule.column)} as varchar)"
     elif rule.json:
         paths = plain_json_paths(source.fs) if alias == SRC else []
-        if rule.json in paths:
-            raw = f"{alias}.{_JSON}[{paths.index(rule.json) + 1}]"
-        else:
-            raw = jsonpath.value_sql(f"{alias}.{RECORD}", rule.json)
+        values = [
+            f"{alias}.{_JSON}[{paths.index(p) + 1}]"
+            if p in paths
+            else jsonpath.value_sql(f"{alias}.{RECORD}", p)
+            for p in _json_paths(rule)
+        ]
+        raw = values[0] if len(values) == 1 else f"coalesce({', '.join(values)})"
     elif rule.lookup:
         name, _, column = rule.lookup.partition(".")
         raw = f"cast({quote_ident(name)}.{quote_ident(column)} as varchar)"
@@ -316,6 +323,12 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
             inner.append(f"{typed} as {quote_ident(name)}")
         value = quote_ident(name)
         raw_ref = quote_ident("_raw_" + name)
+        if rule.map:  # a value the map does not know gets the default: kept, and said
+            known = ", ".join(literal(k) for k in spec.value_maps[rule.map])
+            unmapped = quote_ident("_unmapped_" + name)
+            missed = f"{raw} not in ({known})" if known else "true"
+            inner.append(f"({raw} is not null and {missed}) as {unmapped}")
+            flags.append((unmapped, literal(f"unmapped_value:{name}")))
         if rule.const is None and f.type != "text":
             inner.append(f"{raw} as {raw_ref}")
             checks.append(

@@ -252,10 +252,18 @@ def _parse_column(
         problems.append(f"{where}: give exactly one of {', '.join(_SOURCES)}")
         return None
     path = rule.get("json")
-    if path is not None:
+    json_alternatives: tuple[str, ...] = ()
+    if isinstance(path, list):  # the first of several paths that holds a value
+        json_alternatives = tuple(path)
+        path = path[0] if path else None
+        for alternative in json_alternatives:
+            _check_json(alternative, f"{where}.json", problems)
+        if not json_alternatives:
+            problems.append(f"{where}.json: a JSON path, or a list of them to try in turn")
+    elif path is not None:
         _check_json(path, f"{where}.json", problems)
-        if not context.ndjson:
-            problems.append(f"{where}.json: json paths are for format ndjson only")
+    if path is not None and not context.ndjson:
+        problems.append(f"{where}.json: json paths are for format ndjson only")
     lookup = rule.get("lookup")
     if lookup is not None:
         name, _, column = str(lookup).partition(".")
@@ -308,6 +316,7 @@ def _parse_column(
         map=vmap,
         default=rule.get("default"),
         alternatives=alternatives,
+        json_alternatives=json_alternatives,
     )
 
 

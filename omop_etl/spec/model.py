@@ -30,7 +30,8 @@ class ColumnRule:
     Exactly one source: ``column`` (a source column; ``alternatives`` lists the names it
     may have, first present wins, resolved against the header by ``FileSpec.bind``),
     ``const``, ``sql`` (an expression over the record and its lookups), ``json`` (a JSON
-    path into an ndjson record), ``lookup`` (``name.column`` of a lookup) or ``element``
+    path into an ndjson record; ``json_alternatives`` lists the paths to try in turn),
+    ``lookup`` (``name.column`` of a lookup) or ``element``
     (a value of the record's current element, for files with ``each``).
     """
 
@@ -46,6 +47,8 @@ class ColumnRule:
     map: str | None = None
     default: Any = None
     alternatives: tuple[str, ...] = ()
+    # JSON paths to try in order, the first with a value wins (``json: [a, b]``)
+    json_alternatives: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -54,6 +57,8 @@ class ColumnRule:
             return f"lookup {self.lookup}"
         if self.element is not None:
             return f"element {self.element}"
+        if self.json_alternatives:
+            return " | ".join(self.json_alternatives)
         return self.column or self.json or self.field
 
 

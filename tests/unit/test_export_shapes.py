@@ -791,3 +791,54 @@ def test_two_sites_with_one_id_block_are_refused(tiny):
     tiny.patient("p1")
     with pytest.raises(EtlError, match=r"id_block 3 is also the id block of tiny_b"):
         tiny.run()
+
+
+PROCEDURES = """
+- name: patients
+  pattern: Patient.ndjson
+  format: ndjson
+  target: person
+  columns:
+    person_source_value: {json: "$.id"}
+    birth_datetime: {json: "$.birthDate", format: iso8601}
+    gender_concept_id: {json: "$.gender", map: sex, default: 0}
+- name: procedures
+  pattern: Procedure.ndjson
+  format: ndjson
+  target: event
+  domain: Procedure
+  type_concept_id: 32817
+  columns:
+    person_source_value:
+      {json: "$.subject.reference", transform: "replace({value}, 'Patient/', '')"}
+    code: {json: "$.code.coding[0].code"}
+    code_system: {const: SNOMED}
+    start_datetime: {json: ["$.performedDateTime", "$.performedPeriod.start"], format: iso8601}
+    end_datetime: {json: "$.performedPeriod.end", format: iso8601}
+"""
+
+
+def test_a_json_rule_takes_the_first_of_several_paths_and_unknown_map_values_are_flagged(tiny):
+    patients = _ndjson(
+        {"id": "a1", "birthDate": "1980-02-02", "gender": "M"},
+        {"id": "a2", "birthDate": "1981-03-03", "gender": "unknown"},
+    )
+    procedure = {"subject": {"reference": "Patient/a1"}, "code": {"coding": [{"code": "O1"}]}}
+    procedures = _ndjson(
+        {**procedure, "performedDateTime": "2021-01-01T08:00:00Z"},
+        {
+            **procedure,
+            "performedPeriod": {"start": "2021-02-01T08:00:00Z", "end": "2021-02-01T09:30:00Z"},
+        },
+    )
+    summary = _run(tiny, PROCEDURES, {"Patient.ndjson": patients, "Procedure.ndjson": procedures})
+    assert sorted(
+        tiny.query("select observation_datetime from cdm_tiny.observation")  # O1: Observation
+    ) == [(datetime(2021, 1, 1, 8),), (datetime(2021, 2, 1, 8),)]
+    assert sorted(
+        tiny.query("select gender_concept_id, gender_source_value from cdm_tiny.person")
+    ) == [
+        (0, None),
+        (8507, None),
+    ]
+    assert summary.flags_by_rule == {"unmapped_value:gender_concept_id": 1}
