@@ -562,19 +562,32 @@ def print_summary(summary) -> None:
     console.print(rows)
     if empty:
         console.print(f"[dim]empty: {', '.join(empty)}[/]")
-    files = Table(title="Source files: read = loaded + rejected + filtered")
-    for col in ("file", "target", "read", "loaded", "rejected", "filtered"):
-        files.add_column(col, justify="left" if col in ("file", "target") else "right")
+    several = any(f.produced != f.rows_read for f in summary.files)
+    title = (
+        "Source files: records read; rows they gave = loaded + rejected + filtered"
+        if several
+        else "Source files: records read = loaded + rejected + filtered"
+    )
+    files = Table(title=title)
+    columns = ["file", "entry", "target", "read", *(["rows"] if several else [])]
+    for col in [*columns, "loaded", "rejected", "filtered", *(["empty"] if several else [])]:
+        files.add_column(col, justify="left" if col in ("file", "entry", "target") else "right")
     for f in summary.files:
+        extra = [f"{f.produced:,}"] if several else []
         files.add_row(
             Path(f.path).name,
+            f.source_file,
             f.target
             or ("[yellow]not read[/]" if f.source_file == NOT_IN_SPEC else "[dim]skipped[/]"),
             f"{f.rows_read:,}",
+            *extra,
             f"{f.rows_loaded:,}",
             f"{f.rows_rejected:,}",
             f"{f.rows_filtered:,}",
+            *([f"{f.records_empty:,}"] if several else []),
         )
+    if summary.remap:
+        console.print(f"[yellow]{summary.remap}[/]: the batch was mapped again")
     console.print(files)
     for f in summary.files:
         if f.source_file == NOT_IN_SPEC:

@@ -154,6 +154,34 @@ def published_batches(target: Target, site: str) -> set[str]:
         return {r[0] for r in cur.fetchall()}
 
 
+def mapping_state(target: Target, site: str) -> tuple[tuple | None, tuple[str, str]]:
+    """The site's latest publication (batch, vocabulary release, code maps digest), or
+    None, and the (release, digest) the warehouse's vocabulary has now."""
+    from omop_etl.vocab_copy import code_maps_sql, release_sql
+
+    with connection(target) as con, con.cursor() as cur:
+        cur.execute(release_sql())
+        (release,) = cur.fetchone()
+        cur.execute(code_maps_sql())
+        (maps,) = cur.fetchone()
+        current = (str(release), str(maps)[:16])
+        if not _exists(cur, f"{RESULTS}.run_log"):
+            return None, current
+        cur.execute(
+            "select count(*) from information_schema.columns where table_schema = %s "
+            "and table_name = 'run_log' and column_name = 'code_maps_digest'",
+            [RESULTS],
+        )
+        if not cur.fetchone()[0]:
+            return None, current
+        cur.execute(
+            "select batch_id, vocabulary_release, code_maps_digest from results.run_log "
+            "where site = %s and status = 'published' order by finished_at desc limit 1",
+            [site],
+        )
+        return cur.fetchone(), current
+
+
 def read_lasting_state(duck: duckdb.DuckDBPyConnection, batch: Batch, target: Target) -> None:
     """The site's key map and (incremental sites) kept staging, into the run's scratch."""
     stage = quote_ident(batch.stage)

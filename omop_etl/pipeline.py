@@ -111,6 +111,7 @@ class RunSummary:
     run_id: str = ""
     status: str = "published"
     seconds: float = 0.0
+    remap: str | None = None  # why a published batch ran again (a changed vocabulary, maps)
 
     @property
     def rows_read(self) -> int:
@@ -439,6 +440,7 @@ def transform(
 ) -> None:
     """Build the site's new CDM in the scratch (ids from the kept key map)."""
     batch.source_release = _source_release_date(con, batch.work)
+    _note_mapping_release(con, batch)
     run_transforms(con, _transform_params(con, batch), progress=_step_progress(progress))
     _finish_build(con, batch)
     _done(batch, "transform")
@@ -467,6 +469,13 @@ def _transform_params(
         "spec_sha256": _spec_digest(spec),
         "etl_version": __version__,
     }
+
+
+def _note_mapping_release(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """The vocabulary release and code maps the batch is mapped with, for its run log."""
+    from omop_etl.vocab_copy import mapping_release
+
+    batch.vocabulary_release, batch.code_maps_digest = mapping_release(con, _vocab(con, batch).sql)
 
 
 def _step_progress(progress: Progress | None) -> Callable[[Step], None]:
@@ -506,6 +515,7 @@ def transform_keys(
     """The site-wide part of a transform in buckets: lookups, every id of the batch's
     rows (the key map grows once, in key order), and the CDM tables of no person."""
     batch.source_release = _source_release_date(con, batch.work)
+    _note_mapping_release(con, batch)
     params = _transform_params(con, batch)
     run_phases(con, params, KEY_PHASES, progress=_step_progress(progress))
     _done(batch, "transform_keys")
@@ -868,7 +878,8 @@ def _fill_outbox(
     con.execute(
         f"insert into {out}.run_log by name select ? as site, ? as batch_id, ? as status, "
         "now()::timestamp as finished_at, ? as rows_read, ? as rows_loaded, "
-        "? as rows_rejected, ? as rows_filtered, ? as message, ? as run_id, ? as started_at",
+        "? as rows_rejected, ? as rows_filtered, ? as message, ? as run_id, ? as started_at, "
+        "? as vocabulary_release, ? as code_maps_digest",
         [
             batch.site,
             batch.batch_id,
@@ -880,6 +891,8 @@ def _fill_outbox(
             message,
             batch.run_id,
             batch.started_at,
+            batch.vocabulary_release,
+            batch.code_maps_digest,
         ],
     )
     _fill_results(con, batch, built)
@@ -1262,7 +1275,9 @@ def run_export(
 
     Returns the summaries of the batches run and the ids of the batches skipped
     because they were published before (``rerun`` processes them again, which
-    changes nothing).
+    changes nothing). When every batch was published but the vocabulary release or
+    the code maps changed since the site's latest publication, that batch is mapped
+    again (its summary says why): the site's CDM then follows the new mappings.
     """
     spec = load_spec(site)
     folders = batch_folders(input_dir, spec)
@@ -1274,7 +1289,73 @@ def run_export(
             skipped.append(batch_id)
             continue
         summaries.append(run_site(spec.site, folder, target, demo_key=demo_key, progress=progress))
+    due = remap_due(target, spec.site) if not summaries and skipped else None
+    if due is not None:
+        batch_id, reason = due
+        folder = next((f for f in folders if default_batch_id(f) == batch_id), None)
+        if folder is not None:
+            summary = run_site(spec.site, folder, target, demo_key=demo_key, progress=progress)
+            summary.remap = reason
+            summaries.append(summary)
+            skipped.remove(batch_id)
     return summaries, skipped
+
+
+def remap_due(target: Target, site: str) -> tuple[str, str] | None:
+    """(batch, why) when the site's latest published batch was mapped with another
+    vocabulary release or other code maps than the warehouse holds now, else None."""
+    if target.kind == "postgresql":
+        from omop_etl import pgwarehouse
+
+        recorded, current = pgwarehouse.mapping_state(target, site)
+    else:
+        if not Path(target.location).exists():
+            return None
+        from omop_etl.vocab_copy import mapping_release
+
+        con = connect(target, read_only=True)
+        try:
+            have = {
+                row[0]
+                for row in con.execute(
+                    "select column_name from duckdb_columns() where schema_name = 'results' "
+                    "and table_name = 'run_log'"
+                ).fetchall()
+            }
+            if "code_maps_digest" not in have:
+                return None
+            recorded = con.execute(
+                "select batch_id, vocabulary_release, code_maps_digest from results.run_log "
+                "where site = ? and status = 'published' order by finished_at desc limit 1",
+                [site],
+            ).fetchone()
+            current = mapping_release(con, quote_ident(settings.VOCAB_SCHEMA))
+        finally:
+            con.close()
+    return remap_reason(recorded, current)
+
+
+def remap_reason(recorded: tuple | None, current: tuple[str, str]) -> tuple[str, str] | None:
+    """(batch, why) when the latest publication (batch, release, maps) was mapped with
+    other mappings than ``current`` (release, maps); None when it was not, or when
+    nothing is published.
+
+    >>> remap_reason(("b1", "v5", "aa"), ("v6", "aa"))[1]
+    'a re-map is due: since batch b1 was published, the vocabulary release changed from v5 to v6'
+    """
+    if recorded is None:
+        return None
+    batch_id, release, maps = recorded
+    changes = []
+    if release != current[0]:
+        changes.append(
+            f"the vocabulary release changed from {release or '(not recorded)'} to {current[0]}"
+        )
+    if maps != current[1]:
+        changes.append(f"the code maps changed (digest {maps or '(not recorded)'} -> {current[1]})")
+    if not changes:
+        return None
+    return batch_id, f"a re-map is due: since batch {batch_id} was published, " + "; ".join(changes)
 
 
 def run_demo_site(target: Target, progress: Progress | None = None) -> RunSummary:

@@ -56,14 +56,23 @@ def _site_exports(site: str) -> Path:
 
 
 def pending_batches(site: str) -> list[str]:
-    """The site's batches not yet published, oldest first."""
+    """The site's batches not yet published, oldest first; with none, the latest
+    published batch when a re-map is due (the vocabulary release or the code maps
+    changed since it was published)."""
     exports = _site_exports(site)
     if not exports.is_dir():  # the site has delivered nothing yet: nothing to do
         log.warning("site %s: no export folder %s yet (OMOP_ETL_EXPORTS)", site, exports)
         return []
     published = pipeline.published_batches(target(), site)
     ids = [pipeline.default_batch_id(f) for f in pipeline.batch_folders(exports)]
-    return [b for b in ids if b not in published]
+    pending = [b for b in ids if b not in published]
+    if pending:
+        return pending  # their runs map with the current vocabulary and code maps anyway
+    due = pipeline.remap_due(target(), site)
+    if due is not None and due[0] in ids:
+        log.warning("site %s: %s; mapping batch %s again", site, due[1], due[0])
+        return [due[0]]
+    return []
 
 
 def start_run(site: str, batch_id: str) -> dict:

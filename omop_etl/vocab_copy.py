@@ -2,8 +2,9 @@
 
 A run on a PostgreSQL warehouse, or a run split into Airflow tasks, builds in a
 scratch database of its own; the transforms and checks join the vocabulary there.
-The copy is made once per vocabulary release (a fingerprint of the warehouse's
-vocabulary: rows per table and the vocabulary versions) and shared by every run.
+The copy is made once per vocabulary release and code maps (a fingerprint of the
+warehouse's vocabulary: rows per table, the vocabulary versions and the digest of the
+code maps' rows) and shared by every run.
 """
 
 from __future__ import annotations
@@ -55,9 +56,45 @@ def _tables(present: list[str]) -> list[str]:
     return tables
 
 
-def _digest(counts: list[tuple], versions: list[tuple]) -> str:
+def _digest(counts: list[tuple], versions: list[tuple], maps: str = "") -> str:
     text = repr([tuple(map(str, r)) for r in counts]) + repr([tuple(map(str, r)) for r in versions])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256((text + maps).encode()).hexdigest()[:16]
+
+
+def code_maps_sql(vocab: str = quote_ident(VOCAB)) -> str:
+    """The digest of the site code maps (``source_to_concept_map``'s rows), in SQL that
+    DuckDB and PostgreSQL both run: a changed map row changes it."""
+    columns = (
+        "source_vocabulary_id, source_code, source_concept_id, target_concept_id, "
+        "target_vocabulary_id, valid_start_date, valid_end_date, invalid_reason"
+    )
+    return (
+        f"select md5(coalesce(string_agg(concat_ws('|', {columns}), chr(10) "
+        f"order by {columns}), '')) from {vocab}.source_to_concept_map"
+    )
+
+
+# the tables every loaded vocabulary has, whose row counts tell releases apart
+_RELEASE_TABLES = ("concept", "concept_relationship", "concept_ancestor", "vocabulary")
+
+
+def release_sql(vocab: str = quote_ident(VOCAB)) -> str:
+    """The vocabulary's release: the version vocabulary ``None`` gives itself, with the
+    row counts of the main tables (a subset of a release differs from the release)."""
+    counts = ", ".join(f"(select count(*) from {vocab}.{t})" for t in _RELEASE_TABLES)
+    return (
+        f"select coalesce((select max(vocabulary_version) from {vocab}.vocabulary "
+        f"where vocabulary_id = 'None'), 'unnamed release') || ' (' || "
+        f"concat_ws('/', {counts}) || ' rows)'"
+    )
+
+
+def mapping_release(con: duckdb.DuckDBPyConnection, vocab: str) -> tuple[str, str]:
+    """(vocabulary release, code maps digest) of the vocabulary ``vocab`` (a quoted,
+    qualified schema name) that a run maps with."""
+    (release,) = con.execute(release_sql(vocab)).fetchone()
+    (maps,) = con.execute(code_maps_sql(vocab)).fetchone()
+    return str(release), str(maps)[:16]
 
 
 def ensure(target: Target) -> Path:
@@ -73,7 +110,9 @@ def ensure(target: Target) -> Path:
             cur.execute(_fingerprint_sql(tables))
             counts = cur.fetchall()
             cur.execute(_versions_sql())
-            path = folder / f"vocab-{_digest(counts, cur.fetchall())}.duckdb"
+            versions = cur.fetchall()
+            cur.execute(code_maps_sql())
+            path = folder / f"vocab-{_digest(counts, versions, cur.fetchone()[0])}.duckdb"
             if not path.exists():
                 _build(path, tables, lambda duck, t: pgwarehouse.read_vocab_table(cur, duck, t))
         return path
@@ -83,6 +122,7 @@ def ensure(target: Target) -> Path:
         digest = _digest(
             con.execute(_fingerprint_sql(tables)).fetchall(),
             con.execute(_versions_sql()).fetchall(),
+            con.execute(code_maps_sql()).fetchone()[0],
         )
     finally:
         con.close()

@@ -12,11 +12,13 @@ import duckdb
 SCHEMA = "results"
 
 TABLES: dict[str, str] = {
-    # one row per run: published, blocked (and why), or failed
+    # one row per run: published, blocked (and why), or failed; the vocabulary release
+    # and the code maps it was mapped with
     "run_log": """
         site varchar, batch_id varchar, status varchar, finished_at timestamp,
         rows_read bigint, rows_loaded bigint, rows_rejected bigint, rows_filtered bigint,
-        message varchar, run_id varchar, started_at timestamp""",
+        message varchar, run_id varchar, started_at timestamp,
+        vocabulary_release varchar, code_maps_digest varchar""",
     # DQD-style check results, one row per run and check (see quality/checks.py)
     "check_results": """
         run_id varchar, site varchar, batch_id varchar,

@@ -243,3 +243,70 @@ def test_a_site_overrides_a_check_threshold_in_its_spec(tiny):
     )
     # every condition has status concept 0: over DQD's 5% by default, within the site's 100%
     assert statuses == [("Failed", 5.0), ("Passed", 100.0)]
+
+
+def test_a_changed_code_map_makes_a_remap_due_and_the_same_command_does_it(tiny):
+    from omop_etl import vocabulary
+    from omop_etl.pipeline import remap_due, run_export
+
+    tiny.patient("p1")
+    tiny.diagnosis("p1", "X9", "2020-01-01", system="LOCAL")
+    area = tiny.root / "area"
+    tiny.write(area / "2020-01-31")
+    tiny.load_vocabulary()
+    (summary,), skipped = run_export("tiny", area, tiny.warehouse)
+    assert skipped == [] and summary.remap is None
+    assert tiny.query("select condition_concept_id from cdm_tiny.condition_occurrence") == [(0,)]
+    ((release, maps),) = tiny.query(
+        "select vocabulary_release, code_maps_digest from results.run_log"
+    )
+    assert release == "tiny-test-vocab (22/9/3/10 rows)" and len(maps) == 16
+    assert remap_due(tiny.warehouse, "tiny") is None
+    assert run_export("tiny", area, tiny.warehouse) == ([], ["2020-01-31"])
+
+    local = tiny.root / "local.csv"
+    local.write_text(
+        "source_code,source_concept_id,source_vocabulary_id,source_code_description,"
+        "target_concept_id,target_vocabulary_id,valid_start_date,valid_end_date,invalid_reason\n"
+        "X9,0,LOCAL,condition nine,1001,SNOMED,,,\n"
+    )
+    con = duckdb.connect(tiny.warehouse.location)
+    vocabulary.load_code_maps(con, [local])
+    con.close()
+    batch, why = remap_due(tiny.warehouse, "tiny")
+    assert batch == "2020-01-31"
+    assert why.startswith(
+        "a re-map is due: since batch 2020-01-31 was published, the code maps changed (digest "
+    )
+    (summary,), skipped = run_export("tiny", area, tiny.warehouse)
+    assert (summary.batch_id, summary.remap, skipped) == ("2020-01-31", why, [])
+    assert tiny.query("select condition_concept_id from cdm_tiny.condition_occurrence") == [(1001,)]
+    assert remap_due(tiny.warehouse, "tiny") is None
+    assert run_export("tiny", area, tiny.warehouse) == ([], ["2020-01-31"])
+
+
+def test_the_site_dag_maps_its_latest_batch_again_when_the_vocabulary_changed(tiny, monkeypatch):
+    from omop_etl import tasks, vocabulary
+    from omop_etl.pipeline import run_export
+
+    tiny.patient("p1")
+    tiny.diagnosis("p1", "C1", "2020-01-01")
+    area = tiny.root / "exports" / "tiny"
+    tiny.write(area / "2020-01-31")
+    tiny.write(area / "2020-02-29")
+    tiny.load_vocabulary()
+    monkeypatch.setenv("OMOP_ETL_EXPORTS", str(tiny.root / "exports"))
+    monkeypatch.setenv("OMOP_ETL_WAREHOUSE", tiny.warehouse.location)
+    assert tasks.pending_batches("tiny") == ["2020-01-31", "2020-02-29"]
+    run_export("tiny", area, tiny.warehouse)
+    assert tasks.pending_batches("tiny") == []
+    # a new vocabulary release: one concept more
+    athena = tiny.root / "athena"
+    with open(athena / "CONCEPT.csv", "a", encoding="utf-8") as fh:
+        fh.write(
+            "1003\tCondition three\tCondition\tSNOMED\tDisorder\tS\tC3\t19700101\t20991231\t\n"
+        )
+    con = duckdb.connect(tiny.warehouse.location)
+    vocabulary.load_vocabulary(con, athena, "vocab")
+    con.close()
+    assert tasks.pending_batches("tiny") == ["2020-02-29"]  # the latest published batch
