@@ -144,6 +144,9 @@ class Batch:
     source_release: date | None = None
     truncated: dict[str, int] = field(default_factory=dict)  # CDM text cut to its field
     key_max: dict[str, int] = field(default_factory=dict)  # the key map's top id per table
+    # what the batch was mapped with: a later change of either means a re-map is due
+    vocabulary_release: str | None = None
+    code_maps_digest: str | None = None
     done: list[str] = field(default_factory=list)  # stages finished, in order
 
     @property

@@ -277,6 +277,9 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
         touched = " or ".join(f"{SRC}.{quote_ident(c)} is null" for c in unread)
         inner.append(f"({touched}) as _every_column_read")
         checks.append(_Check("_every_column_read is null", "unreachable", "''", "null"))
+    # a filter decides first which records are in scope: a record it leaves out is
+    # filtered whatever its values (only a record that is not one at all comes before)
+    record_level = len(checks)
     joins = [_lookup_join(lk, source, read, tag) for lk in fs.lookups]
     for lk in fs.lookups:
         alias = quote_ident(lk.name)
@@ -367,7 +370,7 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
     whens = [(c.condition, literal(c.rule)) for c in checks]
     if fs.filter:
         inner.append(f"coalesce(({fs.filter.sql}), false) as _keep")
-        whens.append(("not _keep", literal("filter:" + fs.filter.rule)))
+        whens.insert(record_level, ("not _keep", literal("filter:" + fs.filter.rule)))
     if fs.record_key:
         for i, part in enumerate(fs.record_key):
             inner.append(f"{value_expr(part, source)} as {quote_ident(f'_key_{i}')}")
