@@ -30,6 +30,7 @@ SRC = "_src"  # the alias of the file's records
 _JSON = "_json"  # an ndjson record's values at the file's plain JSON paths, parsed once
 _ELEMENT = "_element"  # the record's current element (entries with `each`)
 NO_ELEMENTS = "no_elements"  # the placeholder row of a record that has no element
+NOT_IN_KEY = {"code_name"}  # fields a content key leaves out
 _ANY_IDENTIFIER = "|".join(f"({p})" for _, p in IDENTIFIER_PATTERNS)
 _OFFSET = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
@@ -449,9 +450,12 @@ def _row_key(fs: FileSpec) -> str:
         return f"md5_number(concat_ws(chr(31), {literal(fs.name)}, 'key', {parts}{element}))"
     if fs.target in KEYED_BY_CONTENT:
         # persisted in the key map: md5 is the same in every DuckDB version; over the
-        # fields this file maps, in staging order (the others are NULL for every row)
+        # fields this file maps, in staging order (the others are NULL for every row),
+        # but for the code's name, which describes the code, not the event
         parts = ", ".join(
-            f"coalesce(cast({quote_ident(n)} as varchar), chr(30))" for n in fields if n in rules
+            f"coalesce(cast({quote_ident(n)} as varchar), chr(30))"
+            for n in fields
+            if n in rules and n not in NOT_IN_KEY
         )
         return f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {parts}{element}))"
     names = ", ".join(map(quote_ident, fields))

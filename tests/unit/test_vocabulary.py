@@ -38,7 +38,7 @@ DEMO_ROWS = {
     "drug_strength": 0,
 }
 # Supplement concepts: 33 rows; 10 replace demo placeholder stubs, 23 are new ids.
-SUPPLEMENT_ROWS = 33
+SUPPLEMENT_ROWS = 35
 SUPPLEMENT_REPLACING_PLACEHOLDERS = {
     8507, 8532, 8515, 8516, 8527, 32817, 32827, 32838, 32880, 32882,
 }  # fmt: skip
@@ -102,7 +102,7 @@ def test_demo_with_supplement_row_counts(demo):
     new_concepts = SUPPLEMENT_ROWS - len(SUPPLEMENT_REPLACING_PLACEHOLDERS)
     expected = {**DEMO_ROWS, "concept": DEMO_ROWS["concept"] + new_concepts}
     assert counts == expected
-    assert expected["concept"] == 33996
+    assert expected["concept"] == 33998
     assert vocabulary_status(con) == expected
 
 
