@@ -29,3 +29,32 @@ def normalized_sql(code: str, system: str) -> str:
         f"when {literal(name)} then {form.format(code=code)}" for name, form in NORMAL_FORMS.items()
     )
     return f"case {system} {whens} else {code} end"
+
+
+def canonical_systems_sql() -> str:
+    """The code systems that have a canonical form, as a SQL list.
+
+    >>> canonical_systems_sql()
+    "('KCD7', 'EDI')"
+    """
+    return "(" + ", ".join(literal(name) for name in NORMAL_FORMS) + ")"
+
+
+def canonical_case_sql(code: str, system: str, indent: str = "") -> str:
+    """A multi-line SQL CASE giving ``code`` in the canonical form of ``system`` (NULL for a
+    system without one), for SQL files that match vocabulary codes in that form.
+
+    ``transforms/sql/work/02_concept_lookup.sql`` holds this text, generated here and
+    compared by a unit test, so NORMAL_FORMS stays the one owner of the forms.
+
+    >>> print(canonical_case_sql("c.concept_code", "c.vocabulary_id"))
+    case c.vocabulary_id
+        when 'KCD7' then upper(replace(replace(trim(c.concept_code), '.', ''), ' ', ''))
+        when 'EDI' then upper(trim(c.concept_code))
+    end
+    """
+    whens = "".join(
+        f"{indent}    when {literal(name)} then {form.format(code=code)}\n"
+        for name, form in NORMAL_FORMS.items()
+    )
+    return f"case {system}\n{whens}{indent}end"
