@@ -23,6 +23,12 @@ SITES: tuple[dict[str, str | int | None], ...] = (
         "buckets": 1,
     },
     {
+        "site": "fhir_r4_bulk",
+        "description": "FHIR R4 bulk data export (NDJSON, US Core / Synthea style); the bundled base spec that hospital specs extend",
+        "schedule": "@daily",
+        "buckets": 1,
+    },
+    {
         "site": "gwangju_local",
         "description": "Gwangju Local Hospital (synthetic demo export; TSV, hospital-local lab and drug codes)",
         "schedule": "@daily",

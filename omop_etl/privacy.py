@@ -29,11 +29,13 @@ DEMO_WARNING = (
 PSEUDONYM_HEX_DIGITS = 32
 
 # Identifier patterns scrubbed from the free text a spec allows: (name, regex).
-# Korean resident registration numbers, phone numbers (mobile and landline, also
-# with dots or spaces), e-mail addresses.
+# Korean resident registration numbers, Korean phone numbers (mobile and landline,
+# also with dots or spaces), North American phone numbers written with separators
+# ((617) 555-0123, 617-555-0123, +1 617 555 0123), e-mail addresses.
 IDENTIFIER_PATTERNS = (
     ("rrn", r"\d{6}\s?-\s?[1-8]\d{6}"),
     ("phone", r"(\+82[ .-]?|\b0)\d{1,2}[ .-]?\d{3,4}[ .-]?\d{4}\b"),
+    ("phone_nanp", r"(\+1[ .-]?)?(\(\d{3}\)|\b\d{3})[ .-]?\d{3}[ .-]\d{4}\b"),
     ("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"),
 )
 SCRUBBED = "[REDACTED]"

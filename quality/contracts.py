@@ -92,7 +92,15 @@ def suites(spec: SiteSpec, today: date) -> dict[str, list[Expectation]]:
                     {int(v) for v in spec.value_maps[rule.map].values()}
                     | ({int(rule.default)} if rule.default is not None else set())
                 )
-                _add(suite, "expect_column_values_to_be_in_set", column=name, value_set=allowed)
+                # the values this entry's map gives, on this entry's rows (other entries
+                # of the target may map the field with other maps)
+                _add(
+                    suite,
+                    "expect_column_values_to_be_in_set",
+                    column=name,
+                    value_set=allowed,
+                    row_condition=("source_file", fs.name),
+                )
         if fs.target == "event":
             for system, form in {**CODE_FORMS, **spec.code_forms}.items():
                 _add(

@@ -26,7 +26,7 @@ DEMO_SITES = ("seoul_general", "busan_university", "incheon_medical", "daegu_fhi
 @pytest.fixture(autouse=True, scope="session")
 def site_secrets() -> Iterator[None]:
     """Every site the tests run has a secret (fixtures of any scope run sites)."""
-    sites = ("tiny", "tiny_b", "synthea", *DEMO_SITES)
+    sites = ("tiny", "tiny_b", "synthea", "fhir_r4_bulk", "harbor_hospital", *DEMO_SITES)
     saved = {secret_env_var(site): os.environ.get(secret_env_var(site)) for site in sites}
     for site in sites:
         os.environ[secret_env_var(site)] = TEST_SECRET.format(site=site)

@@ -8,6 +8,8 @@ found by a second read of the file, which numbers the records in file order.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from omop_etl.errors import EtlError
@@ -33,8 +35,21 @@ REFERENTIAL_FIELD = {
 }
 
 
+_QUOTED = re.compile(r"""(["'])(?:(?!\1).){1,}?\1""")
+
+
 def first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The first line of an engine error about the export's data, its quoted values
+    left out: an error message must not carry a record's contents (the file, entry and
+    column named beside it locate the record).
+
+    >>> first_line(ValueError("Conversion Error: Could not decode 'S2VpbQ' as base64"))
+    "Conversion Error: Could not decode '…' as base64"
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return _QUOTED.sub(lambda m: f"{m.group(1)}…{m.group(1)}", text.splitlines()[0])
 
 
 def drop_parser_rejects(con: duckdb.DuckDBPyConnection, tag: str) -> None:

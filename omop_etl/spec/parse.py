@@ -109,9 +109,10 @@ def _read_extended(path: Path, problems: list[str]) -> tuple[Any, list[Path]]:
     """The spec's mapping with the specs it extends folded in, and the files read.
 
     ``extends: NAME`` takes every key of spec NAME (in the same folder) that this spec
-    does not give; ``defaults``, ``value_maps``, ``check_thresholds`` and ``code_forms``
-    are merged key by key, and ``files`` entries replace the base's entries of the same
-    name (the others are kept, in the base's order, then this spec's new ones).
+    does not give; ``defaults``, ``check_thresholds`` and ``code_forms`` are merged key
+    by key, ``value_maps`` map by map and entry by entry, and ``files`` entries replace
+    the base's entries of the same name (the others are kept, in the base's order, then
+    this spec's new ones).
     """
     raw = _read_yaml(path)
     sources = [path]
@@ -143,7 +144,15 @@ def _merge(base: dict, child: dict) -> dict:
     for key, value in child.items():
         if key == "extends":
             continue
-        if key in _MERGED and isinstance(value, dict) and isinstance(base.get(key), dict):
+        if key == "value_maps" and isinstance(value, dict) and isinstance(base.get(key), dict):
+            # a map the child names again gets the child's entries over the base's
+            merged[key] = {
+                name: {**base[key][name], **entries}
+                if isinstance(entries, dict) and isinstance(base[key].get(name), dict)
+                else entries
+                for name, entries in {**base[key], **value}.items()
+            }
+        elif key in _MERGED and isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = {**base[key], **value}
         elif key == "files" and isinstance(value, list) and isinstance(base.get(key), list):
             mine = {e.get("name"): e for e in value if isinstance(e, dict)}

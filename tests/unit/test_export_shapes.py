@@ -773,13 +773,14 @@ def test_a_spec_extends_a_bundled_one_with_its_name_and_id_block(tiny):
         + textwrap.indent(textwrap.dedent(PATIENTS.format(pattern="patients.csv")), "  ")
     )
     (tiny.mappings / "sites" / "tiny.yaml").write_text(
-        "site: tiny\nextends: base_shape\nid_block: 3\nvalue_maps: {extra: {a: 1}}\n"
+        "site: tiny\nextends: base_shape\nid_block: 3\n"
+        "value_maps: {extra: {a: 1}, sex: {X: 0}}\n"
     )
     from omop_etl.spec import load_spec
 
     spec = load_spec("tiny")
     assert (spec.site, spec.id_block, [f.name for f in spec.files]) == ("tiny", 3, ["patients"])
-    assert spec.value_maps == {"sex": {"M": 8507, "F": 8532}, "extra": {"a": 1}}
+    assert spec.value_maps == {"sex": {"M": 8507, "F": 8532, "X": 0}, "extra": {"a": 1}}
 
 
 def test_two_sites_with_one_id_block_are_refused(tiny):

@@ -103,3 +103,20 @@ def test_the_secret_comes_from_an_airflow_connection_when_no_variable_is_set(
     assert site_key("tiny") == b"from-airflow"
     monkeypatch.setenv(secret_env_var("tiny"), "from-env")  # the variable wins
     assert site_key("tiny") == b"from-env"
+
+
+def test_the_scrubber_finds_korean_and_north_american_phone_numbers_and_leaves_values():
+    from omop_etl.privacy import scrub_sql
+    from omop_etl.warehouse import connect_memory
+
+    con = connect_memory()
+    texts = {
+        "call 010-1234-5678 today": "call [REDACTED] today",
+        "office (617) 555-0123.": "office [REDACTED].",
+        "cell 617-555-0123 or +1 617 555 0123": "cell [REDACTED] or [REDACTED]",
+        "RRN 900101-1234567": "RRN [REDACTED]",
+        "BP 120/80, dose 10 mg at 08:00, order 2021-03-04": "BP 120/80, dose 10 mg at 08:00, "
+        "order 2021-03-04",
+    }
+    for text, scrubbed in texts.items():
+        assert con.execute(f"select {scrub_sql('?')}", [text]).fetchone()[0] == scrubbed
