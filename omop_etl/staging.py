@@ -8,8 +8,16 @@ hash of the row's mapped content), ``reject`` (the rule a row broke, or NULL)
 and ``flag`` (what was fixed in a kept row, or NULL).
 
 ``person_source_value`` never holds the site's patient id: it holds the keyed
-pseudonym (see ``omop_etl.privacy``). Free-text fields are scrubbed of identifier
-patterns, and only filled when the spec allows it.
+pseudonym (see ``omop_etl.privacy``). Free-text fields (``free_text``: what clinicians
+type, e.g. a note, a prescription's instructions) are scrubbed of identifier patterns,
+and only filled when the spec allows it.
+
+There is a field for every CDM v5.4 column of the built tables that a source can fill;
+``tests/unit/test_staging_model.py`` holds the map from CDM columns to these fields, the
+columns the pipeline derives, and the deliberate exceptions (direct identifiers such as
+a street address never get a field). A concept id field (``*_concept_id``, usually from
+a value map) left empty is 0 in the CDM, as OMOP's conventions ask; except a result's
+``value_as_concept_id`` (NULL: no coded result) and ``death_type_concept_id`` (32817 EHR).
 
 Field types: ``text``, ``int``, ``double``, ``date``, ``timestamp``.
 """
@@ -46,6 +54,8 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("person_source_value", "text", True, "the site's patient id"),
         ("birth_datetime", "timestamp", True, "date or date-time of birth"),
         ("death_datetime", "timestamp", False, "date or date-time of death, if dead"),
+        ("death_type_concept_id", "int", False, "where the death record comes from; 32817 EHR"),
+        ("death_cause_source_value", "text", False, "the cause of death as the export codes it"),
         ("gender_concept_id", "int"),
         ("gender_source_value", "text"),
         ("race_concept_id", "int"),
@@ -68,7 +78,9 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("provider_source_value", "text"),
         ("care_site_source_value", "text"),
         ("type_concept_id", "int", True),
+        ("admitted_from_concept_id", "int", False, "where the patient came from (Visit domain)"),
         ("admitted_from_source_value", "text"),
+        ("discharged_to_concept_id", "int", False, "where the patient went to (Visit domain)"),
         ("discharged_to_source_value", "text"),
     ),
     # The clinical event stream: the standard concept's domain picks the CDM table.
@@ -85,21 +97,30 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("type_concept_id", "int", True),
         ("value_as_number", "double"),
         ("value_as_string", "text", False, "a result given as text", True),
+        ("value_as_concept_id", "int", False, "a coded result, where the code gives no value"),
         ("value_source_value", "text"),
         ("unit_source_value", "text"),
         ("range_low", "double"),
         ("range_high", "double"),
+        ("operator_concept_id", "int", False, "the result's operator (<, <=, =, >=, >)"),
         ("operator_source_value", "text"),
         ("quantity", "double"),
         ("days_supply", "int"),
         ("refills", "int"),
+        ("sig", "text", False, "the prescriber's instructions, verbatim", True),
+        ("route_concept_id", "int"),
         ("route_source_value", "text"),
         ("lot_number", "text"),
         ("unique_device_id", "text"),
         ("stop_reason", "text"),
+        ("status_concept_id", "int", False, "condition status (Condition Status domain)"),
         ("status_source_value", "text", False, "condition status (e.g. primary, secondary)"),
+        ("qualifier_concept_id", "int", False, "observation qualifier / procedure modifier"),
         ("qualifier_source_value", "text"),
         ("note", "text", False, "free text about the event; becomes a CDM note", True),
+        ("note_title", "text", False, "the note's title (else the code's name)", True),
+        ("note_class_concept_id", "int", False, "the note's LOINC document kind"),
+        ("note_language_concept_id", "int", False, "the note's language (World Languages)"),
     ),
     "care_site": _fields(
         ("care_site_source_value", "text", True),
@@ -124,10 +145,15 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("person_source_value", "text", True),
         ("start_datetime", "timestamp", True),
         ("end_datetime", "timestamp"),
+        ("payer_concept_id", "int"),
         ("payer_source_value", "text"),
+        ("plan_concept_id", "int"),
         ("plan_source_value", "text"),
+        ("sponsor_concept_id", "int"),
         ("sponsor_source_value", "text"),
         ("family_source_value", "text"),
+        ("stop_reason_concept_id", "int"),
+        ("stop_reason_source_value", "text", False, "why the coverage ended"),
     ),
     # Cost lines (charges, payments) of an encounter, summed per encounter as they are
     # read (see SUMMED_BY): one staging row per encounter and reject rule.
@@ -139,9 +165,16 @@ TARGETS: dict[str, dict[str, StagingField]] = {
         ("paid_by_payer", "double"),
         ("paid_by_patient", "double"),
         ("paid_patient_copay", "double"),
+        ("paid_patient_coinsurance", "double"),
+        ("paid_patient_deductible", "double"),
+        ("paid_by_primary", "double"),
+        ("paid_ingredient_cost", "double"),
+        ("paid_dispensing_fee", "double"),
         ("amount_allowed", "double"),
         ("currency_concept_id", "int"),
         ("type_concept_id", "int", True),
+        ("drg_concept_id", "int", False, "the encounter's diagnosis related group"),
+        ("drg_source_value", "text"),
     ),
 }
 

@@ -1,5 +1,6 @@
 -- Events whose standard concept is in the Condition domain (or unmapped codes of a
--- file whose default domain is Condition).
+-- file whose default domain is Condition). The status concept (primary, secondary,
+-- admitting diagnosis ...) comes from the spec's value map; 0 when the source has none.
 select
     event_id as condition_occurrence_id,
     person_id,
@@ -9,7 +10,7 @@ select
     cast(end_datetime as date) as condition_end_date,
     end_datetime as condition_end_datetime,
     type_concept_id as condition_type_concept_id,
-    0 as condition_status_concept_id,
+    coalesce(status_concept_id, 0) as condition_status_concept_id,
     stop_reason,
     provider_id,
     visit_occurrence_id,

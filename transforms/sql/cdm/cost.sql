@@ -2,6 +2,8 @@
 -- encounter, as a cost of the visit it belongs to (cost_domain_id 'Visit'). The
 -- payer plan period is the patient's coverage on the encounter's start date: the
 -- period that started last on or before that day, if it has not ended by then.
+-- The DRG is the encounter's (its lines' smallest); a revenue code belongs to one line,
+-- not to the summed encounter, so there is none.
 with line as (
     select
         visit_source_value,
@@ -11,9 +13,16 @@ with line as (
         sum(paid_by_payer) as paid_by_payer,
         sum(paid_by_patient) as paid_by_patient,
         sum(paid_patient_copay) as paid_patient_copay,
+        sum(paid_patient_coinsurance) as paid_patient_coinsurance,
+        sum(paid_patient_deductible) as paid_patient_deductible,
+        sum(paid_by_primary) as paid_by_primary,
+        sum(paid_ingredient_cost) as paid_ingredient_cost,
+        sum(paid_dispensing_fee) as paid_dispensing_fee,
         sum(amount_allowed) as amount_allowed,
         min(currency_concept_id) as currency_concept_id,
-        min(type_concept_id) as type_concept_id
+        min(type_concept_id) as type_concept_id,
+        min(drg_concept_id) as drg_concept_id,
+        min(drg_source_value) as drg_source_value
     from @work.cost
     where reject is null
     group by visit_source_value
@@ -62,17 +71,17 @@ select
     line.paid_by_payer,
     line.paid_by_patient,
     line.paid_patient_copay,
-    cast(null as double) as paid_patient_coinsurance,
-    cast(null as double) as paid_patient_deductible,
-    cast(null as double) as paid_by_primary,
-    cast(null as double) as paid_ingredient_cost,
-    cast(null as double) as paid_dispensing_fee,
+    line.paid_patient_coinsurance,
+    line.paid_patient_deductible,
+    line.paid_by_primary,
+    line.paid_ingredient_cost,
+    line.paid_dispensing_fee,
     coverage.payer_plan_period_id,
     line.amount_allowed,
     0 as revenue_code_concept_id,
     cast(null as varchar) as revenue_code_source_value,
-    0 as drg_concept_id,
-    cast(null as varchar) as drg_source_value
+    coalesce(line.drg_concept_id, 0) as drg_concept_id,
+    line.drg_source_value
 from line
 inner join @work.work_visit as v on v.visit_source_value = line.visit_source_value
 inner join @stage.key_map as k

@@ -1,3 +1,5 @@
+-- Events in the Device domain. production_id (the UDI's serial or lot part) is never
+-- staged: a device serial number is an identifier of the person who carries it.
 select
     event_id as device_exposure_id,
     person_id,

@@ -1,6 +1,7 @@
 -- Events in the Drug domain. The end date is required: the source end, else
 -- start + days_supply - 1, else the start date (OHDSI convention);
--- verbatim_end_date keeps the source end as given.
+-- verbatim_end_date keeps the source end as given. The route concept comes from the
+-- spec's value map (0 when there is none); sig is the prescriber's text, scrubbed.
 select
     event_id as drug_exposure_id,
     person_id,
@@ -19,8 +20,8 @@ select
     refills,
     quantity,
     days_supply,
-    cast(null as varchar) as sig,
-    0 as route_concept_id,
+    sig,
+    coalesce(route_concept_id, 0) as route_concept_id,
     lot_number,
     provider_id,
     visit_occurrence_id,

@@ -1,5 +1,6 @@
 -- Events in the Measurement domain: numeric results with UCUM units, coded results
--- from 'Maps to value', reference ranges.
+-- from 'Maps to value' (else the spec's value map of the result), reference ranges.
+-- The operator concept (<, <=, >=, >) comes from the spec's value map; 0 when none.
 select
     event_id as measurement_id,
     person_id,
@@ -8,7 +9,7 @@ select
     start_datetime as measurement_datetime,
     strftime(start_datetime, '%H:%M:%S') as measurement_time,
     type_concept_id as measurement_type_concept_id,
-    0 as operator_concept_id,
+    coalesce(operator_concept_id, 0) as operator_concept_id,
     value_as_number,
     value_as_concept_id,
     unit_concept_id,

@@ -1,17 +1,19 @@
 -- Free text about an event (a diagnosis note, a lab comment) that the site spec lets
 -- through: scrubbed of identifier patterns at extraction. One note per staged event.
--- Class, encoding and language concepts are 0: the demo vocabulary has none of them.
+-- The title is the spec's (scrubbed too), else the code's name; class and language
+-- concepts come from the spec's value maps, 0 when none. The encoding concept is 0:
+-- 32678 (UTF-8) would be right for every note, but the demo vocabulary lacks it.
 select
     k.id as note_id,
     p.person_id,
     cast(e.start_datetime as date) as note_date,
     e.start_datetime as note_datetime,
     e.type_concept_id as note_type_concept_id,
-    0 as note_class_concept_id,
-    e.code_name as note_title,
+    coalesce(e.note_class_concept_id, 0) as note_class_concept_id,
+    coalesce(e.note_title, e.code_name) as note_title,
     e.note as note_text,
     0 as encoding_concept_id,
-    0 as language_concept_id,
+    coalesce(e.note_language_concept_id, 0) as language_concept_id,
     prov.provider_id,
     v.visit_occurrence_id,
     v.visit_detail_id,

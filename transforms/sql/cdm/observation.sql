@@ -1,5 +1,6 @@
 -- Events in the Observation domain, and standard concepts of domains that have no
--- table of their own (OHDSI catch-all).
+-- table of their own (OHDSI catch-all). Qualifier concepts come from the spec's value
+-- map (0 when none).
 select
     event_id as observation_id,
     person_id,
@@ -10,7 +11,7 @@ select
     value_as_number,
     value_as_string,
     value_as_concept_id,
-    0 as qualifier_concept_id,
+    coalesce(qualifier_concept_id, 0) as qualifier_concept_id,
     unit_concept_id,
     provider_id,
     visit_occurrence_id,

@@ -1,5 +1,6 @@
 -- One row per encounter that is part of a visit with more than one encounter
--- (a merged hospital stay, or a sub-encounter of a parent encounter).
+-- (a merged hospital stay, or a sub-encounter of a parent encounter). Admitted-from and
+-- discharged-to concepts come from the spec's value maps (0 when none).
 select
     ids.visit_detail_id,
     p.person_id,
@@ -13,9 +14,9 @@ select
     cs.care_site_id,
     g.visit_source_value as visit_detail_source_value,
     0 as visit_detail_source_concept_id,
-    0 as admitted_from_concept_id,
+    coalesce(g.admitted_from_concept_id, 0) as admitted_from_concept_id,
     g.admitted_from_source_value,
-    0 as discharged_to_concept_id,
+    coalesce(g.discharged_to_concept_id, 0) as discharged_to_concept_id,
     g.discharged_to_source_value,
     lag(ids.visit_detail_id) over (
         partition by ids.visit_occurrence_id order by g.start_datetime, ids.visit_detail_id

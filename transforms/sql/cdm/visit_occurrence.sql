@@ -1,7 +1,8 @@
 -- One row per visit: a single encounter, or a hospital stay merged from several
 -- (see work/05_visit_group.sql). A stay that holds both emergency and inpatient
--- encounters is 262; its dates span all of them. preceding_visit_occurrence_id is
--- the person's previous visit by start.
+-- encounters is 262; its dates span all of them, it comes from where its first
+-- encounter came from and goes where its last one went. preceding_visit_occurrence_id
+-- is the person's previous visit by start.
 with encounter as (
     select g.*, ids.visit_occurrence_id
     from @work.work_visit_group as g
@@ -20,7 +21,9 @@ single as (
         visit_source_value,
         provider_source_value,
         care_site_source_value,
+        admitted_from_concept_id,
         admitted_from_source_value,
+        discharged_to_concept_id,
         discharged_to_source_value
     from encounter
     where not is_detail
@@ -45,8 +48,12 @@ merged as (
             as provider_source_value,
         min_by(care_site_source_value, (start_datetime, visit_source_value))
             as care_site_source_value,
+        min_by(admitted_from_concept_id, (start_datetime, visit_source_value))
+            as admitted_from_concept_id,
         min_by(admitted_from_source_value, (start_datetime, visit_source_value))
             as admitted_from_source_value,
+        max_by(discharged_to_concept_id, (stop_datetime, visit_source_value))
+            as discharged_to_concept_id,
         max_by(discharged_to_source_value, (stop_datetime, visit_source_value))
             as discharged_to_source_value
     from encounter
@@ -73,9 +80,9 @@ select
     cs.care_site_id,
     v.visit_source_value,
     0 as visit_source_concept_id,
-    0 as admitted_from_concept_id,
+    coalesce(v.admitted_from_concept_id, 0) as admitted_from_concept_id,
     v.admitted_from_source_value,
-    0 as discharged_to_concept_id,
+    coalesce(v.discharged_to_concept_id, 0) as discharged_to_concept_id,
     v.discharged_to_source_value,
     lag(v.visit_occurrence_id) over (
         partition by p.person_id order by v.visit_start_datetime, v.visit_occurrence_id

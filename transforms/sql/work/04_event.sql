@@ -2,14 +2,15 @@
 -- Grain: one row per (staged event, standard target concept). The target's domain
 -- picks cdm_table; an unmapped code (target 0) goes to the table of the file's
 -- default domain, keeping its source value. source_key identifies the CDM row
--- across runs (the staged row's content hash combined with the target).
+-- across runs (the staged row's content hash combined with the target). A coded
+-- result is the vocabulary's 'Maps to value', else the one the spec's value map gave.
 
 create or replace table @work.work_event as
 select
-    e.*,
+    e.* exclude (value_as_concept_id),
     lookup.source_concept_id,
     lookup.target_concept_id as concept_id,
-    lookup.value_as_concept_id,
+    coalesce(lookup.value_as_concept_id, e.value_as_concept_id) as value_as_concept_id,
     coalesce(lookup.cdm_table, default_route.cdm_table) as cdm_table,
     -- a unit that maps to nothing is 0; no unit at all stays NULL
     case when e.unit_source_value is not null then coalesce(unit.unit_concept_id, 0) end
