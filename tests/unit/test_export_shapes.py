@@ -773,8 +773,7 @@ def test_a_spec_extends_a_bundled_one_with_its_name_and_id_block(tiny):
         + textwrap.indent(textwrap.dedent(PATIENTS.format(pattern="patients.csv")), "  ")
     )
     (tiny.mappings / "sites" / "tiny.yaml").write_text(
-        "site: tiny\nextends: base_shape\nid_block: 3\n"
-        "value_maps: {extra: {a: 1}, sex: {X: 0}}\n"
+        "site: tiny\nextends: base_shape\nid_block: 3\nvalue_maps: {extra: {a: 1}, sex: {X: 0}}\n"
     )
     from omop_etl.spec import load_spec
 
