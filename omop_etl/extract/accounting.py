@@ -15,10 +15,10 @@ import duckdb
 from omop_etl.errors import EtlError
 from omop_etl.extract.outcome import SUPERSEDED
 from omop_etl.extract.readers import Source
-from omop_etl.extract.select import NO_ELEMENTS, Read, case, file_select
+from omop_etl.extract.select import NO_ELEMENTS, Read, case, file_select, mapped
 from omop_etl.extract.sources import ExportFile
 from omop_etl.sql import literal, quote_ident
-from omop_etl.staging import SUMMED_BY, TARGETS
+from omop_etl.staging import SUMMED_BY
 
 KEPT = f"(reject is null or reject = {literal(SUPERSEDED)})"
 
@@ -169,7 +169,7 @@ def record_rejects(
     fs = source.fs
     tag = f"rej2_{read.file_no}"
     select = file_select(source, read, tag, record_no=True)
-    fields = TARGETS[fs.target]
+    fields = set(mapped(fs))
     labels = {r.field: r.label for r in fs.columns}
     ref_rules = [(r, f) for r, f in REFERENTIAL_FIELD.items() if f is None or f in fields]
     ref_column = case(

@@ -308,8 +308,7 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
     for name, f in fields.items():
         rule = rules.get(name)
         if rule is None:
-            inner.append(f"cast(null as {SQL_TYPES[f.type]}) as {quote_ident(name)}")
-            continue
+            continue  # a field the entry does not map stays NULL (insert by name)
         typed, raw = _rule_sql(rule, f.type, source, spec)
         if name == PATIENT_ID_FIELD and rule.const is None:
             joins.append(f"left join {read.pseudonyms} as _pm on _pm._pm_id = {typed}")
@@ -385,7 +384,7 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
         "1 as copy_no" if fs.target in KEYED_BY_CONTENT else "cast(null as integer) as copy_no",
         "_element_no as element_no",
         "_record_no as record_no",
-        *(_windowed(n, fs, read) if n in window_fields else quote_ident(n) for n in fields),
+        *(_windowed(n, fs, read) if n in window_fields else quote_ident(n) for n in mapped(fs)),
     ]
     relation = records(source, tag, record_no=number)
     if fs.each:
@@ -405,8 +404,15 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
         typed_rows = f"select {star}, {', '.join(middle)} from ({typed_rows})"
     select = f"select {', '.join(outer)} from ({typed_rows})"
     if fs.target in SUMMED_BY and not record_no:
-        select = _summed(select, fs.target)
+        select = _summed(select, fs)
     return select
+
+
+def mapped(fs: FileSpec) -> list[str]:
+    """The staging fields an entry maps, in staging order: the only ones its SELECT
+    gives (the others stay NULL), so a wide staging model costs unmapped files nothing."""
+    rules = {r.field for r in fs.columns}
+    return [n for n in TARGETS[fs.target] if n in rules]
 
 
 def _label(rule: ColumnRule, fs: FileSpec) -> str:
@@ -458,17 +464,18 @@ def _row_key(fs: FileSpec) -> str:
             if n in rules and n not in NOT_IN_KEY
         )
         return f"md5_number(concat_ws(chr(31), {literal(fs.name)}, {parts}{element}))"
-    names = ", ".join(map(quote_ident, fields))
+    names = ", ".join(map(quote_ident, mapped(fs)))
     return f"cast(hash({literal(fs.name)}, {names}) as uhugeint)"
 
 
-def _summed(select: str, target: str) -> str:
+def _summed(select: str, fs: FileSpec) -> str:
     """Lines summed per group key and reject rule; ``source_rows`` counts them."""
-    key = SUMMED_BY[target]
+    key = SUMMED_BY[fs.target]
     groups = ["batch_id", "source_file", "file_no", "row_key", "reject", quote_ident(key)]
+    fields = TARGETS[fs.target]
     values = [
-        f"{'sum' if f.type == 'double' else 'min'}({quote_ident(n)}) as {quote_ident(n)}"
-        for n, f in TARGETS[target].items()
+        f"{'sum' if fields[n].type == 'double' else 'min'}({quote_ident(n)}) as {quote_ident(n)}"
+        for n in mapped(fs)
         if n != key
     ]
     return (

@@ -155,3 +155,32 @@ def test_running_the_site_twice_leaves_the_warehouse_identical(synthea_run):
     run_demo_site(target)
     assert _checksums(target) == before
     assert len(before) == 29  # every CDM (non-vocabulary) table exists
+
+
+def test_a_quote_opened_and_never_closed_costs_its_record_only(tmp_path):
+    """One stray quote in conditions.csv used to swallow the rest of the file as one
+    rejected record (589 of 5,473 CDM rows lost)."""
+    import shutil
+
+    from conftest import demo_warehouse
+
+    from omop_etl.pipeline import run_site
+
+    export = tmp_path / "export"
+    shutil.copytree(SAMPLE, export)
+    lines = (export / "conditions.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    fields = lines[100].split(",")
+    fields[5] = '"' + fields[5]  # record 101: a quote opened in DESCRIPTION
+    lines[100] = ",".join(fields)
+    (export / "conditions.csv").write_text("".join(lines), encoding="utf-8")
+    target = demo_warehouse(tmp_path)
+    summary = run_site("synthea", export, target, demo_key=True)
+    (conditions,) = [f for f in summary.files if f.source_file == "conditions"]
+    assert (conditions.rows_read, conditions.rows_loaded, conditions.rows_rejected) == (
+        len(lines) - 1,
+        len(lines) - 2,
+        1,
+    )
+    assert _query(
+        target, "select record_no, rule from stage_synthea.rejects where source_file = 'conditions'"
+    ) == [(101, "malformed_row:unterminated_quote")]

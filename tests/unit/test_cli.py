@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,21 @@ def test_run_without_a_vocabulary_says_what_to_do(tmp_path, capsys):
     )
     assert code == 2
     assert "omop-etl vocab load" in capsys.readouterr().err
+
+
+def test_spec_check_with_an_export_finds_what_the_run_would_find(capsys, tmp_path):
+    export = tmp_path / "synthea"
+    shutil.copytree(SAMPLE, export)
+    assert main(["spec", "check", "synthea", "--input", str(export)]) == 0
+    (export / "payer_transitions.csv").write_text("PATIENT,MEMBERID,PAYER\n")
+    (export / "encounters.csv").unlink()
+    assert main(["spec", "check", "synthea", "--input", str(export)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "lacks required file(s): encounters (encounters.csv)" in err
+    (export / "encounters.csv").write_text((SAMPLE / "encounters.csv").read_text())
+    assert main(["spec", "check", "synthea", "--input", str(export)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "site synthea, file payer_transitions.csv: none of the columns START_DATE, "
+        "START_YEAR named in the spec (payer_transitions.start_datetime) is in the header"
+    ) in err
