@@ -14,7 +14,8 @@ import duckdb
 
 from omop_etl.errors import EtlError
 from omop_etl.extract.outcome import SUPERSEDED
-from omop_etl.extract.readers import Source
+from omop_etl.extract.readers import Source, encoding_name, undecodable_field_hex
+from omop_etl.extract.records import Damaged
 from omop_etl.extract.select import NO_ELEMENTS, Read, case, file_select, mapped
 from omop_etl.extract.sources import ExportFile
 from omop_etl.sql import literal, quote_ident
@@ -57,20 +58,46 @@ def drop_parser_rejects(con: duckdb.DuckDBPyConnection, tag: str) -> None:
     con.execute(f"drop table if exists {quote_ident(tag + '_scans')}")
 
 
-def refused(con: duckdb.DuckDBPyConnection, tag: str) -> dict[int, str]:
-    """The records DuckDB's CSV reader refused in one read (record number: rule); the
-    reader's own tables are dropped."""
+def refused(
+    con: duckdb.DuckDBPyConnection, tag: str, source: Source | None = None
+) -> dict[int, Damaged]:
+    """The records DuckDB's CSV reader refused in one read, by record number (the header
+    is record 1), as damaged records with their rule, column and (undecodable bytes)
+    the raw bytes of the field as hex; the reader's own tables are dropped. Without
+    ``source``, the rules only."""
     errors = quote_ident(tag + "_errors")
     try:
         rows = con.execute(
-            f"select line, case when bool_or(error_type = 'INVALID ENCODING') then 'undecodable' "
-            "else 'malformed_row:' || replace(lower(min(error_type)), ' ', '_') end "
-            f"from {errors} group by line"
+            "select line, bool_or(error_type = 'INVALID ENCODING'), min(error_type), "
+            "string_agg(distinct column_name, ', '), "
+            f"min(byte_position) filter (where error_type = 'INVALID ENCODING') "
+            f"from {errors} group by line order by line"
         ).fetchall()
     except duckdb.CatalogException:
         rows = []
     drop_parser_rejects(con, tag)
-    return {int(line): rule for line, rule in rows}
+    found = {}
+    for i, (line, encoding, error, column, position) in enumerate(rows):
+        if encoding:
+            rule = f"undecodable:{encoding_name(source.fs)}" if source else "undecodable"
+            raw = (
+                undecodable_field_hex(source, position)
+                if source and position and i < _MAX_HEX_LOOKUPS
+                else None
+            )
+            found[int(line)] = Damaged(int(line), rule, column, raw)
+        else:
+            kind = error.lower().replace(" ", "_")
+            rule = (
+                "oversized_record" if kind == "line_size_over_maximum" else f"malformed_row:{kind}"
+            )
+            found[int(line)] = Damaged(int(line), rule)
+    return found
+
+
+# Raw bytes of undecodable fields are looked up one by one; past this many per file the
+# rejects keep the record number only.
+_MAX_HEX_LOOKUPS = 10_000
 
 
 def seen(

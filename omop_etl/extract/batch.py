@@ -217,8 +217,8 @@ def _settle(con: duckdb.DuckDBPyConnection, file: ExportFile, spec: SiteSpec) ->
                 ) from exc
             file.normalize()  # a file DuckDB cannot parse at all (mixed line ends, ...)
             continue
-        refused = accounting.refused(con, tag)
-        if not refused and n == file.expected and not file.open_quote:
+        refused = accounting.refused(con, tag, source)
+        if file.saw_every_record(n, refused):
             return
         file.normalize(_export_numbers(file, refused) if file.normalized else None)
     raise EtlError(
@@ -227,10 +227,10 @@ def _settle(con: duckdb.DuckDBPyConnection, file: ExportFile, spec: SiteSpec) ->
     )
 
 
-def _export_numbers(file: ExportFile, refused: dict[int, str]) -> dict[int, str]:
-    """Record numbers DuckDB gave in a repaired copy, as the export's own."""
+def _export_numbers(file: ExportFile, refused: dict) -> dict[int, str]:
+    """Record numbers DuckDB gave in a repaired copy, as the export's own, with the rule."""
     first = file.open().first_line
-    return {file.export_number(line - first + 1): rule for line, rule in refused.items()}
+    return {file.export_number(line - first + 1): d.rule for line, d in refused.items()}
 
 
 def _skipped(con: duckdb.DuckDBPyConnection, job: _Job, spec: SiteSpec) -> FileResult:
@@ -250,8 +250,9 @@ def _skipped(con: duckdb.DuckDBPyConnection, job: _Job, spec: SiteSpec) -> FileR
 def _stage(
     con: duckdb.DuckDBPyConnection, job: _Job, read: Read, work_sql: str, spec: SiteSpec
 ) -> None:
-    """First read: every record into staging. A file DuckDB does not see every record of
-    (or refuses one) is repaired and staged again from the repaired copy."""
+    """First read: every record into staging. A file whose records DuckDB does not all
+    see or refuse (together, every record counted in the file) is repaired and staged
+    again from the repaired copy."""
     fs = job.fs
     table = f"{work_sql}.{job.table}"
     for attempt in range(_MAX_REPAIRS + 1):
@@ -273,9 +274,9 @@ def _stage(
             continue
         if not source.parsed_by_csv_reader:
             return
-        refused = accounting.refused(con, tag)
+        refused = accounting.refused(con, tag, source)
         seen = accounting.seen(con, table, job.file_no, read.batch_id, fs.target in SUMMED_BY)
-        if not refused and seen == job.file.expected and not job.file.open_quote:
+        if job.file.saw_every_record(seen, refused):
             return
         con.execute(
             f"delete from {table} where file_no = ? and batch_id = ?", [job.file_no, read.batch_id]

@@ -226,3 +226,21 @@ def _records(text: str, fs: FileSpec):
         quotechar=quote or '"',
         quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
     )
+
+
+def undecodable_field_hex(source: Source, byte_position: int) -> str:
+    """The raw bytes (hex) of the field DuckDB found undecodable at ``byte_position``
+    (the field's first byte, counted from 1, in the file as DuckDB reads it), as the
+    export holds them."""
+    with open_bytes(source.read_path, source.compression) as fh:
+        if source.compression:
+            fh.read(max(byte_position - 1, 0))  # a compressed stream is skipped through
+        else:
+            fh.seek(max(byte_position - 1, 0))
+        chunk = fh.read(1 << 16)
+    fs = source.fs
+    fields = next(_records(chunk.decode("latin-1"), fs), [""])
+    raw = fields[0].encode("latin-1")
+    if source.transcoded:  # back to the bytes of the export itself
+        raw = raw.decode("utf-8", "surrogateescape").encode(encoding_name(fs), "surrogateescape")
+    return raw.hex()

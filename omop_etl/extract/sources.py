@@ -79,6 +79,26 @@ class ExportFile:
         """The records DuckDB should see: all but the damaged ones."""
         return self.records() - len(self.damaged)
 
+    def saw_every_record(self, seen: int, refused: dict[int, records.Damaged]) -> bool:
+        """Whether a read of the file accounted for every record counted in it: the
+        records it gave (``seen``) and the ones it refused, each one record. Then the
+        reader's refusals are the file's damaged records (its record numbers are the
+        export's: a refused record spans no other). A quote still open at the end, or a
+        count that does not add up, means records ran together or were skipped."""
+        count = self.records()
+        if self.open_quote:
+            return False
+        if self.normalized:  # a repaired copy: nothing left to refuse
+            return not refused and seen == count - len(self.damaged)
+        if seen + len(refused) != count:
+            return False
+        with self.lock:
+            known = {d.record_no for d in self.damaged}
+            if self.damaged and known != set(refused):
+                return False  # another entry's read of the file refused other records
+            self.damaged = [refused[n] for n in sorted(refused)]
+        return True
+
     def normalize(self, refused: dict[int, str] | None = None) -> None:
         """Read the file again record by record: its damaged records become rejects, and
         DuckDB reads a copy without them. ``refused``: export record numbers DuckDB
