@@ -226,7 +226,7 @@ def record_rejects(
         joined = f"({select}) as src"
     # rows are matched to the records of the second read by row key; where the entry
     # declares a record key its rows carry their record number, which matches exactly
-    numbered = bool(fs.record_key)
+    numbered = bool(fs.record_key) and read.ordered
     staged_match = "row_key, record_no" if numbered else "row_key"
     src_match = "row_key, _record_no" if numbered else "row_key"
     sql = f"""

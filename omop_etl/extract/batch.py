@@ -66,6 +66,7 @@ class _Job:
         self.fs = fs
         self.file = file
         self.result: FileResult | None = None  # a skipped file's result
+        self.ordered = False  # staged with its records numbered in file order
 
     @property
     def table(self) -> str:
@@ -121,10 +122,7 @@ def extract_site(
         if job.file not in by_entry[job.fs.name]:
             by_entry[job.fs.name].append(job.file)
     looked_up = {lk.file for fs in spec.files for lk in fs.lookups}
-    ordered = any(fs.record_key for fs in spec.files)  # records numbered in file order
     try:
-        if ordered:
-            con.execute("set preserve_insertion_order = true")
         # Files other entries look values up in, and the patient files, are settled first
         # (counted, and repaired when DuckDB does not see every record); then the
         # patient files' ids fill the pseudonym table the other files look ids up in.
@@ -148,6 +146,7 @@ def extract_site(
                     name: [f.source(spec.file(name)) for f in by_entry.get(name, [])]
                     for name in {lk.file for lk in job.fs.lookups}
                 },
+                ordered=job.ordered,
             )
 
         def stage_group(group: list[_Job]) -> None:
@@ -182,6 +181,7 @@ def extract_site(
             for path in unmatched_files(input_dir, files)
         ]
         staged = [j for j in jobs if not j.fs.skip]
+        _number_repeated_keys(con, [j for j in staged if j.fs.record_key], read, work_sql, spec)
         if earlier is not None:
             _add_earlier_batches(con, work, earlier, batch_id)
         _same_records(con, work, spec, batch_id, supersede=earlier is not None)
@@ -193,9 +193,46 @@ def extract_site(
             results.append(_account(con, job, read(job), counts, flags, work_sql, batch_id))
         return results
     finally:
-        if ordered:
-            con.execute("set preserve_insertion_order = false")
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _number_repeated_keys(
+    con: duckdb.DuckDBPyConnection, jobs: list[_Job], read, work_sql: str, spec: SiteSpec
+) -> None:
+    """The files of entries with a record key in which a key repeats, staged again with
+    their records numbered in file order, so the later record can supersede the earlier
+    one. Numbering needs an ordered read (one thread): only these files pay for it."""
+    by_target: dict[str, list[_Job]] = defaultdict(list)
+    for job in jobs:
+        by_target[job.fs.target].append(job)
+    again: list[_Job] = []
+    for target, members in by_target.items():
+        table = f"{work_sql}.{quote_ident(target)}"
+        numbers = ", ".join(str(j.file_no) for j in members)
+        repeated = {
+            file_no
+            for (file_no,) in con.execute(
+                f"select distinct file_no from {table} where file_no in ({numbers}) "
+                f"and reject is null and row_key in (select row_key from {table} "
+                f"where file_no in ({numbers}) and reject is null "
+                "group by row_key having count(*) > 1)"
+            ).fetchall()
+        }
+        again += [j for j in members if j.file_no in repeated]
+    if not again:
+        return
+    con.execute("set preserve_insertion_order = true")
+    try:
+        for job in again:
+            job.ordered = True
+            batch_id = read(job).batch_id
+            con.execute(
+                f"delete from {work_sql}.{job.table} where file_no = ? and batch_id = ?",
+                [job.file_no, batch_id],
+            )
+            _stage(con, job, read(job), work_sql, spec)
+    finally:
+        con.execute("set preserve_insertion_order = false")
 
 
 def _settle(con: duckdb.DuckDBPyConnection, file: ExportFile, spec: SiteSpec) -> None:

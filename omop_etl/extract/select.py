@@ -56,6 +56,8 @@ class Read:
     pseudonyms: str  # table of (_pm_id, _pm_pseudonym) of the patient files' ids
     window: tuple[date, date]  # the dates a clinical date may take
     lookup_sources: dict[str, list[Source]]  # file entry name -> its files in this batch
+    # number the records in file order (an entry with a record key whose key repeats)
+    ordered: bool = False
 
 
 def case(whens: list[tuple[str, str]]) -> str:
@@ -252,7 +254,7 @@ def file_select(source: Source, read: Read, tag: str, *, record_no: bool) -> str
     spec = read.spec
     fields = TARGETS[fs.target]
     rules = {r.field: r for r in fs.columns}
-    number = record_no or bool(fs.record_key)
+    number = record_no or (bool(fs.record_key) and read.ordered)
     inner = [f"{SRC}._record_no" if number else "cast(null as bigint) as _record_no"]
     middle = []
     checks: list[_Check] = []

@@ -842,3 +842,55 @@ def test_a_json_rule_takes_the_first_of_several_paths_and_unknown_map_values_are
         (8507, None),
     ]
     assert summary.flags_by_rule == {"unmapped_value:gender_concept_id": 1}
+
+
+RESENT = """
+- name: patients
+  pattern: Patient.ndjson
+  format: ndjson
+  target: person
+  columns:
+    person_source_value: {json: "$.id"}
+    birth_datetime: {json: "$.birthDate", format: iso8601}
+- name: observations
+  pattern: "Observation.*.ndjson"
+  format: ndjson
+  target: event
+  domain: Measurement
+  type_concept_id: 32817
+  record_key: "$.id"
+  columns:
+    person_source_value:
+      {json: "$.subject.reference", transform: "replace({value}, 'Patient/', '')"}
+    code: {json: "$.code.coding[0].code"}
+    code_system: {const: LOINC}
+    start_datetime: {json: "$.effectiveDateTime", format: iso8601}
+    value_as_number: {json: "$.valueQuantity.value"}
+"""
+
+
+def test_a_resource_sent_again_in_a_later_file_supersedes_the_earlier_one(tiny):
+    observation = {
+        "subject": {"reference": "Patient/a1"},
+        "code": {"coding": [{"code": "L1"}]},
+        "effectiveDateTime": "2021-01-01T08:00:00Z",
+    }
+    files = {
+        "Patient.ndjson": _ndjson({"id": "a1", "birthDate": "1980-02-02"}),
+        "Observation.000.ndjson": _ndjson(
+            {**observation, "id": "o1", "valueQuantity": {"value": 1}},
+            {**observation, "id": "o2", "valueQuantity": {"value": 7}},
+        ),
+        "Observation.001.ndjson": _ndjson(
+            {**observation, "id": "o1", "valueQuantity": {"value": 2}},  # o1 corrected
+        ),
+    }
+    _run(tiny, RESENT, files)
+    assert sorted(tiny.query("select value_as_number from cdm_tiny.measurement")) == [
+        (2.0,),
+        (7.0,),
+    ]
+    assert _rejects(tiny) == [("observations", 1, None, "duplicate:event", None)]
+    assert tiny.query(
+        "select file_path like '%Observation.000.ndjson' from stage_tiny.rejects"
+    ) == [(True,)]
